@@ -1,0 +1,256 @@
+"""The catalog: records in, records out, and the stage ledger behind `lookcloser status`.
+
+Writes are upserts keyed by each record's stable id, so a re-run rewrites the same rows instead of
+adding new ones. The database URL may carry a password: it is only ever shown masked.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, Table, create_engine, event, func, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session
+
+from flows.catalog.tables import (
+    Base,
+    ConsensusRow,
+    ImageRow,
+    ReleaseRow,
+    SourceAnnotationRow,
+    StageItemRow,
+)
+from schemas.records import ImageRecord, RecordStatus, SourceAnnotation
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+STAGES = ("ingest", "annotate", "pull", "consensus", "synthesize", "publish")
+UPSERT_BATCH = 500
+
+
+class Outcome(StrEnum):
+    out = "out"
+    quarantined = "quarantined"
+
+
+def masked_url(url: str) -> str:
+    """The URL with any password replaced by ***, safe for logs and error messages."""
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def alembic_config(engine: Engine) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.set_main_option("sqlalchemy.url", engine.url.render_as_string(hide_password=False))
+    return config
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA journal_mode=WAL")  # readers (status) never block the writer
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+class Catalog:
+    """All catalog reads and writes; one instance per process."""
+
+    def __init__(self, url: str, *, migrate: bool = True) -> None:
+        self.url = url
+        if url.startswith("sqlite:///"):
+            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        self.engine = create_engine(url, pool_pre_ping=True)
+        if self.engine.dialect.name == "sqlite":
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        if migrate:
+            self.upgrade()
+
+    def __repr__(self) -> str:
+        return f"Catalog({masked_url(self.url)})"
+
+    # ------------------------------------------------------------------ schema
+    def revision(self) -> str | None:
+        with self.engine.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+
+    def head_revision(self) -> str:
+        return ScriptDirectory.from_config(alembic_config(self.engine)).get_current_head() or ""
+
+    def upgrade(self, revision: str = "head") -> None:
+        """Bring the schema to `revision` in place (a no-op when it is already there)."""
+        if revision == "head" and self.revision() == self.head_revision():
+            return
+        with self.engine.begin() as conn:
+            config = alembic_config(self.engine)
+            config.attributes["connection"] = conn
+            command.upgrade(config, revision)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # ------------------------------------------------------------------ writes
+    def _upsert(
+        self, session: Session, table: Table, rows: list[dict[str, Any]], keys: list[str], keep: tuple[str, ...] = ()
+    ) -> None:
+        """Insert, or update every column but `keys` and `keep` (e.g. the first-seen timestamp)."""
+        if not rows:
+            return
+        insert = postgresql.insert if self.engine.dialect.name == "postgresql" else sqlite.insert
+        for start in range(0, len(rows), UPSERT_BATCH):
+            statement = insert(table).values(rows[start : start + UPSERT_BATCH])
+            updates = {c: statement.excluded[c] for c in rows[0] if c not in keys and c not in keep}
+            session.execute(statement.on_conflict_do_update(index_elements=keys, set_=updates))
+
+    def save_ingested(
+        self,
+        images: Iterable[ImageRecord],
+        annotations: Iterable[SourceAnnotation],
+        ledger: Iterable[tuple[str, Outcome, str | None, str | None]],
+    ) -> None:
+        """Upsert images, their source annotations and the ingest ledger in one transaction."""
+        now = datetime.now(UTC)
+        image_rows = [image.model_dump(mode="python") for image in images]
+        for row in image_rows:
+            row["status"] = str(row["status"])
+        annotation_rows = [a.model_dump(mode="json") for a in annotations]
+        with Session(self.engine) as session, session.begin():
+            self._upsert(session, ImageRow.__table__, image_rows, ["image_id"], keep=("created_at",))
+            self._upsert(
+                session, SourceAnnotationRow.__table__, annotation_rows, ["image_id", "origin", "lesion_index"]
+            )
+            self._record_items(session, "ingest", ledger, now)
+
+    def record_stage_items(self, stage: str, items: Iterable[tuple[str, Outcome, str | None, str | None]]) -> None:
+        """Ledger rows `(item_key, outcome, reason, record_key)` for one stage."""
+        with Session(self.engine) as session, session.begin():
+            self._record_items(session, stage, items, datetime.now(UTC))
+
+    def _record_items(
+        self,
+        session: Session,
+        stage: str,
+        items: Iterable[tuple[str, Outcome, str | None, str | None]],
+        now: datetime,
+    ) -> None:
+        if stage not in STAGES:
+            raise ValueError(f"unknown stage {stage!r}; stages: {', '.join(STAGES)}")
+        rows = []
+        for item_key, outcome, reason, record_key in items:
+            if (outcome == Outcome.quarantined) != (reason is not None):
+                raise ValueError(f"{stage} item {item_key}: a reason is given exactly when quarantined")
+            rows.append(
+                {"stage": stage, "item_key": item_key, "outcome": str(outcome), "reason": reason,
+                 "record_key": record_key, "updated_at": now}
+            )
+        self._upsert(session, StageItemRow.__table__, rows, ["stage", "item_key"])
+
+    # ------------------------------------------------------------------ reads
+    def get_image(self, image_id: str) -> ImageRecord | None:
+        with Session(self.engine) as session:
+            row = session.get(ImageRow, image_id)
+            return _image_record(row) if row else None
+
+    def iter_images(self, *, organ: str | None = None, status: RecordStatus | None = RecordStatus.ok) -> Iterator[ImageRecord]:
+        query = select(ImageRow).order_by(ImageRow.image_id)
+        if organ:
+            query = query.where(ImageRow.organ == organ)
+        if status:
+            query = query.where(ImageRow.status == str(status))
+        with Session(self.engine) as session:
+            for row in session.scalars(query.execution_options(yield_per=UPSERT_BATCH)):
+                yield _image_record(row)
+
+    def image_source_keys(self) -> dict[str, str]:
+        """image id → `source:source_ref` of the item that first brought it (for duplicate checks)."""
+        query = select(StageItemRow.record_key, StageItemRow.item_key).where(
+            StageItemRow.stage == "ingest", StageItemRow.outcome == str(Outcome.out)
+        )
+        with Session(self.engine) as session:
+            return {record_key: item_key for record_key, item_key in session.execute(query)}
+
+    def source_annotations(self, image_id: str) -> list[SourceAnnotation]:
+        query = (
+            select(SourceAnnotationRow)
+            .where(SourceAnnotationRow.image_id == image_id)
+            .order_by(SourceAnnotationRow.origin, SourceAnnotationRow.lesion_index)
+        )
+        with Session(self.engine) as session:
+            return [
+                SourceAnnotation(
+                    image_id=r.image_id, organ=r.organ, lesion_index=r.lesion_index, box=r.box,
+                    attributes=r.attributes, confidence=r.confidence, image_width=r.image_width,
+                    image_height=r.image_height, origin=r.origin,
+                )
+                for r in session.scalars(query)
+            ]
+
+    def stage_counts(self) -> dict[str, dict[str, Any]]:
+        """Per stage: {"in", "out", "quarantined": {reason: n}} from the ledger."""
+        counts: dict[str, dict[str, Any]] = {s: {"in": 0, "out": 0, "quarantined": {}} for s in STAGES}
+        query = select(StageItemRow.stage, StageItemRow.outcome, StageItemRow.reason, func.count()).group_by(
+            StageItemRow.stage, StageItemRow.outcome, StageItemRow.reason
+        )
+        with Session(self.engine) as session:
+            for stage, outcome, reason, n in session.execute(query):
+                entry = counts.setdefault(stage, {"in": 0, "out": 0, "quarantined": {}})
+                entry["in"] += n
+                if outcome == Outcome.out:
+                    entry["out"] += n
+                else:
+                    entry["quarantined"][reason] = entry["quarantined"].get(reason, 0) + n
+            latest = session.scalars(select(ReleaseRow).order_by(ReleaseRow.created_at.desc())).first()
+        if latest is not None:
+            counts["publish"]["out"] = latest.rows
+        return counts
+
+    def organ_counts(self) -> dict[str, dict[str, int]]:
+        result: dict[str, dict[str, int]] = defaultdict(lambda: {"images": 0, "c1": 0, "c0": 0})
+        with Session(self.engine) as session:
+            images = session.execute(
+                select(ImageRow.organ, func.count()).where(ImageRow.status == "ok").group_by(ImageRow.organ)
+            )
+            for organ, n in images:
+                result[organ]["images"] = n
+            consensus = session.execute(
+                select(ConsensusRow.organ, ConsensusRow.confidence, func.count()).group_by(
+                    ConsensusRow.organ, ConsensusRow.confidence
+                )
+            )
+            for organ, c, n in consensus:
+                result[organ][f"c{c}"] = n
+        return dict(sorted(result.items()))
+
+    def releases(self) -> list[str]:
+        with Session(self.engine) as session:
+            rows = session.scalars(select(ReleaseRow).order_by(ReleaseRow.created_at))
+            return [f"{r.name}@{r.version}" for r in rows]
+
+    def status(self) -> dict[str, Any]:
+        """The `lookcloser status --json` object of DESIGN §9."""
+        return {"stages": self.stage_counts(), "organs": self.organ_counts(), "releases": self.releases()}
+
+    def table_counts(self) -> Counter[str]:
+        with Session(self.engine) as session:
+            return Counter(
+                {table.name: session.scalar(select(func.count()).select_from(table)) or 0
+                 for table in Base.metadata.sorted_tables}
+            )
+
+
+def _image_record(row: ImageRow) -> ImageRecord:
+    return ImageRecord(
+        image_id=row.image_id, organ=row.organ, source=row.source, source_ref=row.source_ref,
+        patient_key=row.patient_key, width=row.width, height=row.height, phash=row.phash, split=row.split,
+        status=RecordStatus(row.status), quarantine_reason=row.quarantine_reason, storage_key=row.storage_key,
+        created_at=row.created_at,
+    )

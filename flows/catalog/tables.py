@@ -1,0 +1,131 @@
+"""SQLAlchemy 2 tables of the catalog; one per record type plus the stage ledger and releases.
+
+The same models run on SQLite (embedded default) and PostgreSQL (URL setting). Schema changes go
+through Alembic revisions in `migrations/versions`; a test checks the two never drift apart.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+ID_LENGTH = 64
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class ImageRow(Base):
+    __tablename__ = "images"
+
+    image_id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    organ: Mapped[str] = mapped_column(String(16), index=True)
+    source: Mapped[str] = mapped_column(String(64))
+    source_ref: Mapped[str] = mapped_column(Text)
+    patient_key: Mapped[str] = mapped_column(String(ID_LENGTH), index=True)
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    phash: Mapped[str] = mapped_column(String(16))
+    split: Mapped[str] = mapped_column(String(8))
+    status: Mapped[str] = mapped_column(String(16))
+    quarantine_reason: Mapped[str | None] = mapped_column(String(128))
+    storage_key: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class SourceAnnotationRow(Base):
+    __tablename__ = "source_annotations"
+    __table_args__ = (UniqueConstraint("image_id", "origin", "lesion_index"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    image_id: Mapped[str] = mapped_column(ForeignKey("images.image_id"), index=True)
+    organ: Mapped[str] = mapped_column(String(16))
+    origin: Mapped[str] = mapped_column(String(32))
+    lesion_index: Mapped[int] = mapped_column(Integer)
+    box: Mapped[list[Any] | None] = mapped_column(JSON)
+    attributes: Mapped[dict[str, Any]] = mapped_column(JSON)
+    confidence: Mapped[dict[str, Any]] = mapped_column(JSON)
+    image_width: Mapped[int] = mapped_column(Integer)
+    image_height: Mapped[int] = mapped_column(Integer)
+
+
+class ReaderAnnotationRow(Base):
+    __tablename__ = "reader_annotations"
+    __table_args__ = (UniqueConstraint("image_id", "reader", "lesion_index"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    image_id: Mapped[str] = mapped_column(ForeignKey("images.image_id"), index=True)
+    organ: Mapped[str] = mapped_column(String(16))
+    reader: Mapped[str] = mapped_column(String(64))
+    lesion_index: Mapped[int] = mapped_column(Integer)
+    box: Mapped[list[Any] | None] = mapped_column(JSON)
+    attributes: Mapped[dict[str, Any]] = mapped_column(JSON)
+    image_width: Mapped[int] = mapped_column(Integer)
+    image_height: Mapped[int] = mapped_column(Integer)
+    lead_time: Mapped[float | None] = mapped_column(Float)
+    ls_project_id: Mapped[int | None] = mapped_column(Integer)
+    ls_task_id: Mapped[int | None] = mapped_column(Integer)
+    ls_annotation_id: Mapped[int | None] = mapped_column(Integer)
+
+
+class ConsensusRow(Base):
+    __tablename__ = "consensus"
+
+    image_id: Mapped[str] = mapped_column(ForeignKey("images.image_id"), primary_key=True)
+    attribute: Mapped[str] = mapped_column(String(64), primary_key=True)
+    organ: Mapped[str] = mapped_column(String(16), index=True)
+    label: Mapped[str] = mapped_column(String(128))
+    confidence: Mapped[int] = mapped_column(Integer)
+    agreement: Mapped[float] = mapped_column(Float)
+    reader_labels: Mapped[dict[str, Any]] = mapped_column(JSON)
+    box: Mapped[list[Any]] = mapped_column(JSON)
+    box_iou: Mapped[float | None] = mapped_column(Float)
+    confidence_source: Mapped[str] = mapped_column(String(16))
+    needs_review: Mapped[bool] = mapped_column(Boolean)
+    image_width: Mapped[int] = mapped_column(Integer)
+    image_height: Mapped[int] = mapped_column(Integer)
+
+
+class RationaleRow(Base):
+    __tablename__ = "rationales"
+
+    image_id: Mapped[str] = mapped_column(ForeignKey("images.image_id"), primary_key=True)
+    attribute: Mapped[str] = mapped_column(String(64), primary_key=True)
+    search: Mapped[str] = mapped_column(Text)
+    diagnosis: Mapped[str] = mapped_column(Text)
+    generator: Mapped[str] = mapped_column(String(256))
+    cache_key: Mapped[str] = mapped_column(String(128))
+    valid: Mapped[bool] = mapped_column(Boolean)
+    validation_errors: Mapped[list[Any]] = mapped_column(JSON)
+
+
+class StageItemRow(Base):
+    """One row per item a stage has seen: where it went (out or quarantined, and why)."""
+
+    __tablename__ = "stage_items"
+
+    stage: Mapped[str] = mapped_column(String(32), primary_key=True)
+    item_key: Mapped[str] = mapped_column(String(256), primary_key=True)
+    outcome: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(String(128))
+    record_key: Mapped[str | None] = mapped_column(String(256))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class ReleaseRow(Base):
+    __tablename__ = "releases"
+
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    version: Mapped[str] = mapped_column(String(32), primary_key=True)
+    rows: Mapped[int] = mapped_column(Integer)
+    git_sha: Mapped[str | None] = mapped_column(String(64))
+    path: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+RECORD_TABLES = ("images", "source_annotations", "reader_annotations", "consensus", "rationales")
+LEDGER_TABLES = ("stage_items", "releases")

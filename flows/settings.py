@@ -1,0 +1,81 @@
+"""One `Settings` for URLs, paths and secrets (environment variables `LOOKCLOSER_*` or `.env`).
+
+Secrets are `SecretStr`: printing or logging a `Settings` shows `**********`. Run choices (counts,
+organs, thresholds) are flow parameters, not settings; training hyper-parameters live in recipes.
+"""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import AnyHttpUrl, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+ENV_PREFIX = "LOOKCLOSER_"
+
+
+class SettingsError(Exception):
+    """Misconfiguration, with a one-line message naming the variable."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_file=".env", extra="ignore")
+
+    workspace: Path = Field(default=Path("workspace"), description="folder for the embedded catalog, images, releases")
+    catalog_url: str | None = Field(default=None, description="SQLAlchemy URL; default: SQLite in the workspace")
+    image_store_url: str | None = Field(default=None, description="fsspec URL; default: a folder in the workspace")
+    label_studio_url: AnyHttpUrl = Field(default=AnyHttpUrl("http://127.0.0.1:8089"))
+    label_studio_token: SecretStr | None = None
+    teacher_base_urls: Annotated[list[AnyHttpUrl], NoDecode] = Field(
+        default_factory=list, description="OpenAI-compatible replicas, comma-separated"
+    )
+    teacher_api_key: SecretStr | None = None
+    teacher_model: str = "Qwen/Qwen2.5-VL-72B-Instruct"
+    hub_token: SecretStr | None = None
+    hub_repo_id: str | None = None
+    patient_key_salt: SecretStr | None = Field(
+        default=None, description="salt for patient keys; default: a random one kept in the workspace"
+    )
+
+    @field_validator("teacher_base_urls", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        return [u.strip() for u in value.split(",") if u.strip()] if isinstance(value, str) else value
+
+    @field_validator("catalog_url")
+    @classmethod
+    def _known_driver(cls, url: str | None) -> str | None:
+        if url is not None and not url.startswith(("sqlite", "postgresql")):
+            raise ValueError("must be a sqlite:/// or postgresql:// SQLAlchemy URL")
+        return url
+
+    @property
+    def resolved_catalog_url(self) -> str:
+        return self.catalog_url or f"sqlite:///{(self.workspace / 'catalog.sqlite').resolve()}"
+
+    @property
+    def resolved_image_store_url(self) -> str:
+        return self.image_store_url or str((self.workspace / "images").resolve())
+
+    def salt(self) -> bytes:
+        """The patient-key salt: the setting, or a random one created once per workspace (mode 600)."""
+        if self.patient_key_salt is not None:
+            return self.patient_key_salt.get_secret_value().encode()
+        path = self.workspace / ".patient_key_salt"
+        if not path.exists():
+            self.workspace.mkdir(parents=True, exist_ok=True)
+            path.touch(mode=0o600)
+            path.write_text(secrets.token_hex(32))
+        return path.read_text().strip().encode()
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Settings from the environment; a malformed value raises SettingsError naming the variable."""
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as err:
+        first = err.errors()[0]
+        name = ENV_PREFIX + str(first["loc"][0]).upper() if first["loc"] else ENV_PREFIX
+        raise SettingsError(f"invalid setting {name}: {first['msg']}") from None

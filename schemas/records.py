@@ -1,0 +1,190 @@
+"""The records every stage reads and writes (DESIGN §3): one pydantic model per stage output.
+
+Names are the contract: fields may be added, never renamed. Boxes are original pixels unless the
+field says otherwise (`bbox` of a `Sample` is the model frame).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from schemas.frames import validate_box
+from schemas.vocabulary import load_vocabulary
+
+Organ = Literal["breast", "liver", "thyroid"]
+Split = Literal["train", "test"]
+
+
+class RecordStatus(StrEnum):
+    ok = "ok"
+    quarantined = "quarantined"
+
+
+class ConfidenceSource(StrEnum):
+    dual_reader = "dual_reader"
+    metadata = "metadata"
+    adjudicated = "adjudicated"
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Record(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def _check_attributes(organ: str, attributes: dict[str, str]) -> dict[str, str]:
+    vocabulary = load_vocabulary(organ)
+    return {name: vocabulary.normalize(name, value) for name, value in attributes.items()}
+
+
+class ImageRecord(Record):
+    """One ingested image: content-addressed, de-identified, assigned to a split."""
+
+    image_id: str = Field(pattern=r"^[0-9a-f]{64}$", description="sha256 of decoded pixels + mode + size")
+    organ: Organ
+    source: str = Field(min_length=1, description="adapter name, e.g. phantom, folder, dicom")
+    source_ref: str = Field(description="opaque reference inside the source; never a patient identifier")
+    patient_key: str = Field(min_length=1, description="salted hash of the patient id, or the image's own key")
+    width: int = Field(gt=0)
+    height: int = Field(gt=0)
+    phash: str = Field(pattern=r"^[0-9a-f]{16}$", description="64-bit perceptual hash, hex")
+    split: Split
+    status: RecordStatus = RecordStatus.ok
+    quarantine_reason: str | None = None
+    storage_key: str = Field(default="", description="key of the PNG in the image store")
+    created_at: datetime = Field(default_factory=_now)
+
+    @model_validator(mode="after")
+    def _reason_iff_quarantined(self) -> ImageRecord:
+        if (self.status == RecordStatus.quarantined) != (self.quarantine_reason is not None):
+            raise ValueError("quarantine_reason is set exactly when status is quarantined")
+        return self
+
+
+class SourceAnnotation(Record):
+    """A box and/or attributes that came with the source (mask, metadata, curated labels)."""
+
+    image_id: str
+    organ: Organ
+    lesion_index: int = Field(default=0, ge=0)
+    box: list[float] | None = None
+    attributes: dict[str, str] = Field(default_factory=dict)
+    confidence: dict[str, Literal[0, 1]] = Field(
+        default_factory=dict, description="metadata-derived c per attribute"
+    )
+    image_width: int = Field(gt=0)
+    image_height: int = Field(gt=0)
+    origin: str = Field(description="mask | metadata | manifest | phantom ...")
+
+    @model_validator(mode="after")
+    def _check(self) -> SourceAnnotation:
+        if self.box is not None:
+            self.box = validate_box(self.box, self.image_width, self.image_height)
+        self.attributes = _check_attributes(self.organ, self.attributes)
+        return self
+
+
+class ReaderAnnotation(Record):
+    """One sonographer's reading of one image (pseudonymous)."""
+
+    image_id: str
+    organ: Organ
+    reader: str = Field(min_length=1, description="pseudonym, never a name or e-mail")
+    lesion_index: int = Field(default=0, ge=0)
+    box: list[float] | None = None
+    attributes: dict[str, str] = Field(default_factory=dict)
+    image_width: int = Field(gt=0)
+    image_height: int = Field(gt=0)
+    lead_time: float | None = Field(default=None, ge=0, description="seconds spent, from Label Studio")
+    ls_project_id: int | None = None
+    ls_task_id: int | None = None
+    ls_annotation_id: int | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> ReaderAnnotation:
+        if self.box is not None:
+            self.box = validate_box(self.box, self.image_width, self.image_height)
+        self.attributes = _check_attributes(self.organ, self.attributes)
+        return self
+
+
+class ConsensusRecord(Record):
+    """Per image × attribute: the label, its confidence `c` and how it was reached."""
+
+    image_id: str
+    organ: Organ
+    attribute: str
+    label: str
+    confidence: Literal[0, 1] = Field(description="c of the paper: 1 readers agree, 0 they disagree")
+    agreement: float = Field(ge=0.0, le=1.0, description="share of readers agreeing with the label")
+    reader_labels: dict[str, str] = Field(default_factory=dict, description="pseudonym → value")
+    box: list[float] = Field(description="fused lesion box, original pixels")
+    box_iou: float | None = Field(default=None, ge=0.0, le=1.0)
+    confidence_source: ConfidenceSource
+    needs_review: bool = False
+    image_width: int = Field(gt=0)
+    image_height: int = Field(gt=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> ConsensusRecord:
+        self.box = validate_box(self.box, self.image_width, self.image_height)
+        self.label = load_vocabulary(self.organ).normalize(self.attribute, self.label)
+        return self
+
+    @property
+    def record_id(self) -> str:
+        return f"{self.image_id}:{self.attribute}"
+
+
+class Rationale(Record):
+    """The teacher's prose for one consensus record; box and answer are never taken from it."""
+
+    image_id: str
+    attribute: str
+    search: str
+    diagnosis: str
+    generator: str = Field(description="backend/model/prompt-version, e.g. template/none/zoom-prompt-v1")
+    cache_key: str
+    valid: bool = True
+    validation_errors: list[str] = Field(default_factory=list)
+
+
+class Sample(Record):
+    """One published row (DESIGN §6); `images` are `[full model-frame image, crop]`."""
+
+    id: str
+    organ: Organ
+    attribute: str
+    question: str
+    label: str
+    confidence: Literal[0, 1]
+    agreement: float = Field(ge=0.0, le=1.0)
+    reader_labels: dict[str, str]
+    images: list[Any] = Field(min_length=2, max_length=2)
+    messages: list[dict[str, Any]]
+    bbox: list[int] = Field(description="model frame")
+    bbox_orig: list[float] = Field(description="original frame")
+    orig_size: list[int] = Field(min_length=2, max_length=2, description="[W, H]")
+    model_size: list[int] = Field(min_length=2, max_length=2, description="[W', H']")
+    split: Split
+    source: str
+    generator: str
+
+    @field_validator("bbox")
+    @classmethod
+    def _four(cls, bbox: list[int]) -> list[int]:
+        if len(bbox) != 4:
+            raise ValueError(f"bbox {bbox} must have 4 numbers")
+        return bbox
+
+
+RECORD_TYPES: dict[str, type[Record]] = {
+    cls.__name__: cls
+    for cls in (ImageRecord, SourceAnnotation, ReaderAnnotation, ConsensusRecord, Rationale, Sample)
+}
