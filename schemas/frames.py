@@ -78,13 +78,16 @@ def to_model_box(box: Sequence[float], orig_size: tuple[int, int], model_frame: 
     """Original-pixel box → integer `bbox_2d` in the model frame, inside it and never empty."""
     w, h = orig_size
     validate_box(box, w, h)
-    x1, y1, x2, y2 = (round(v) for v in scale_box(box, orig_size, model_frame))
-    mw, mh = model_frame
-    # rounding can collapse a tiny box: keep at least one model pixel, inside the frame
+    scaled = scale_box(box, orig_size, model_frame)
+    x1, y1, x2, y2 = (round(v) for v in scaled)
+    # rounding can collapse a box thinner than one model pixel: keep the pixel it starts in
+    # (within one model pixel of the original edges, and inside the frame since x1 < W)
     if x2 <= x1:
-        x1, x2 = (x1, x1 + 1) if x1 + 1 <= mw else (mw - 1, mw)
+        x1 = math.floor(scaled[0])
+        x2 = x1 + 1
     if y2 <= y1:
-        y1, y2 = (y1, y1 + 1) if y1 + 1 <= mh else (mh - 1, mh)
+        y1 = math.floor(scaled[1])
+        y2 = y1 + 1
     return [x1, y1, x2, y2]
 
 

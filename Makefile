@@ -1,0 +1,39 @@
+# The two commands of the README:  make demo   and   make test
+# Each builds what it needs from nothing (a virtualenv in .venv, pinned by constraints.txt) and
+# skips the build when the pins have not changed.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+PIP    := $(VENV)/bin/python -m pip
+PINS   := $(shell cat pyproject.toml constraints.txt | sha256sum | cut -c1-16)
+STAMP  := $(VENV)/.installed-$(PINS)
+WORKSPACE ?= workspace
+
+.PHONY: demo test lint format env clean
+
+demo: $(STAMP)
+	$(VENV)/bin/lookcloser --workspace $(WORKSPACE) demo
+
+test: $(STAMP)
+	scripts/ensure-postgres.sh
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/python -m pytest -m "not gpu" $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff format --check . && $(VENV)/bin/ruff check .
+
+format: $(STAMP)
+	$(VENV)/bin/ruff format . && $(VENV)/bin/ruff check --fix .
+
+env: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -c constraints.txt -e ".[dev]"
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+clean:
+	rm -rf $(VENV) $(WORKSPACE) .pytest_cache .ruff_cache .hypothesis

@@ -1,0 +1,297 @@
+"""`lookcloser`: the command line of DESIGN §9.
+
+Exit codes: 0 the run finished (quarantined records are reported, not failures), 1 an unexpected
+error, 2 misconfiguration or an unreachable service (one line naming the setting or the URL).
+`status`, `doctor`, `schemas` and `dataset path` answer from the catalog and never import Prefect.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from flows.settings import ENV_PREFIX, Settings, SettingsError, load_settings
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.split("\n")[0])
+labelstudio_app = typer.Typer(no_args_is_help=True, help="Manage the local Label Studio server.")
+schemas_app = typer.Typer(no_args_is_help=True, help="The record contract.")
+dataset_app = typer.Typer(no_args_is_help=True, help="Published dataset versions.")
+app.add_typer(labelstudio_app, name="labelstudio")
+app.add_typer(schemas_app, name="schemas")
+app.add_typer(dataset_app, name="dataset")
+
+console = Console()
+log = logging.getLogger("lookcloser")
+
+EXIT_ERROR, EXIT_CONFIG = 1, 2
+INGEST_KINDS = ("folder", "manifest", "buscot", "ddti", "dicom", "hf", "phantom")
+
+
+class ConfigError(Exception):
+    """Misconfiguration or an unreachable service: exit code 2 with this one-line message."""
+
+
+def _settings() -> Settings:
+    return load_settings()
+
+
+def _not_built(command: str, issue: str) -> None:
+    raise ConfigError(f"`lookcloser {command}` is not built yet ({issue}); nothing was changed")
+
+
+def _open_catalog(settings: Settings) -> Any:
+    from sqlalchemy.exc import OperationalError
+
+    from flows.catalog import Catalog, masked_url
+
+    try:
+        return Catalog(settings.resolved_catalog_url)
+    except OperationalError:
+        raise ConfigError(
+            f"cannot open the catalog at {masked_url(settings.resolved_catalog_url)} ({ENV_PREFIX}CATALOG_URL)"
+        ) from None
+
+
+@app.callback()
+def _global(
+    workspace: Annotated[
+        Path | None, typer.Option("--workspace", help="workspace folder (default: $LOOKCLOSER_WORKSPACE or ./workspace)")
+    ] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="debug logging")] = False,
+) -> None:
+    """lookcloser: ultrasound Zoom-then-Diagnose data pipeline."""
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    for ours in ("lookcloser", "flows", "annotation", "schemas", "training"):
+        logging.getLogger(ours).setLevel(logging.DEBUG if verbose else logging.INFO)
+    if workspace is not None:
+        os.environ[f"{ENV_PREFIX}WORKSPACE"] = str(workspace)
+    _settings()  # fail fast, with the variable's name, on a malformed setting
+
+
+# ------------------------------------------------------------------------------------------ stages
+@app.command()
+def demo(
+    count: Annotated[int, typer.Option(help="phantom images (spread over the organs)")] = 30,
+    seed: Annotated[int, typer.Option(help="phantom seed")] = 0,
+) -> None:
+    """The whole path on embedded defaults (phantom data, local services). Today: ingest + status."""
+    settings = _settings()
+    console.rule("[bold]lookcloser demo")
+    summary = _run_ingest(settings, "phantom", None, count, seed)
+    _print_status(_open_catalog(settings).status())
+    console.rule("[bold]where to look")
+    console.print(f"workspace         {settings.workspace.resolve()}")
+    console.print(f"catalog           {_masked(settings.resolved_catalog_url)}")
+    console.print(f"images (de-id'd)  {settings.resolved_image_store_url}")
+    console.print(f"phantom source    {(settings.workspace / 'sources').resolve()}  (raw PNGs, masks, manifest.jsonl)")
+    console.print(f"ingested          {summary.out} images, quarantined {sum(summary.quarantined.values())}")
+    console.print("next stages (Label Studio, consensus, teacher, publish, training) arrive with their issues.")
+
+
+@app.command()
+def ingest(
+    kind: Annotated[str, typer.Argument(help=f"source kind: {' '.join(INGEST_KINDS)}")],
+    path: Annotated[Path | None, typer.Argument(help="source folder or file (not for phantom)")] = None,
+    organ: Annotated[str | None, typer.Option(help="breast, liver or thyroid (default: all / from the source)")] = None,
+    count: Annotated[int, typer.Option(help="phantom: number of images")] = 30,
+    seed: Annotated[int, typer.Option(help="phantom: random seed")] = 0,
+) -> None:
+    """Ingest a source into the catalog and image store (idempotent: re-runs change nothing)."""
+    if kind not in INGEST_KINDS:
+        raise ConfigError(f"unknown source kind {kind!r}; one of: {', '.join(INGEST_KINDS)}")
+    if kind != "phantom":
+        _not_built(f"ingest {kind}", "issue 3, ingest flow")
+    summary = _run_ingest(_settings(), kind, organ, count, seed)
+    console.print(f"ingest: {summary.seen} seen, {summary.out} out, quarantined {summary.quarantined or 0}")
+
+
+def _run_ingest(settings: Settings, kind: str, organ: str | None, count: int, seed: int) -> Any:
+    from flows.prefect_env import configure_prefect_environment
+
+    configure_prefect_environment(settings.workspace)
+    from pydantic import ValidationError
+
+    from flows.ingest import IngestParams, ingest_flow  # imports Prefect: only stage commands pay for it
+
+    try:
+        params = IngestParams(kind=kind, organ=organ, count=count, seed=seed)
+    except ValidationError as err:
+        first = err.errors()[0]
+        raise ConfigError(f"invalid --{first['loc'][0]}: {first['msg']}") from None
+    return ingest_flow(params)
+
+
+@labelstudio_app.command("up")
+def labelstudio_up() -> None:
+    """Start the local Label Studio server (own virtualenv, 127.0.0.1)."""
+    _not_built("labelstudio up", "issue 4, Label Studio")
+
+
+@labelstudio_app.command("down")
+def labelstudio_down() -> None:
+    """Stop the local Label Studio server."""
+    _not_built("labelstudio down", "issue 4, Label Studio")
+
+
+@labelstudio_app.command("status")
+def labelstudio_status() -> None:
+    """Is the local Label Studio server up?"""
+    _not_built("labelstudio status", "issue 4, Label Studio")
+
+
+@app.command()
+def annotate(organ: Annotated[str | None, typer.Option(help="only this organ")] = None) -> None:
+    """Push ingested images to the reader projects in Label Studio."""
+    _not_built("annotate", "issue 4, Label Studio")
+
+
+@app.command()
+def pull() -> None:
+    """Pull finished readings (and adjudications) from Label Studio."""
+    _not_built("pull", "issue 4, Label Studio")
+
+
+@app.command()
+def consensus() -> None:
+    """Derive labels, confidence c and fused boxes from the readings."""
+    _not_built("consensus", "issue 5, consensus")
+
+
+@app.command()
+def synthesize(backend: Annotated[str, typer.Option(help="template or openai")] = "template") -> None:
+    """Write confidence-toned zoom rationales with the teacher."""
+    _not_built("synthesize", "issue 6, teacher synthesis")
+
+
+@app.command()
+def publish(
+    name: Annotated[str, typer.Argument(help="dataset name")],
+    version: Annotated[str | None, typer.Option(help="vMAJOR.MINOR.PATCH (default: next patch)")] = None,
+) -> None:
+    """Validate and publish a versioned Hugging Face dataset."""
+    _not_built("publish", "issue 7, validate and publish")
+
+
+@dataset_app.command("path")
+def dataset_path(
+    name: Annotated[str, typer.Argument(help="dataset name")],
+    version: Annotated[str, typer.Option(help="vMAJOR.MINOR.PATCH")],
+) -> None:
+    """A local folder holding exactly that version."""
+    _not_built("dataset path", "issue 7, validate and publish")
+
+
+@app.command()
+def train(
+    dataset: Annotated[str, typer.Option(help="dataset name")],
+    version: Annotated[str, typer.Option(help="dataset version")],
+    recipe: Annotated[str, typer.Option(help="recipe YAML")],
+) -> None:
+    """Launch the bundled SFT / GRPO job on a dataset version."""
+    _not_built("train", "issue 8, training")
+
+
+@app.command()
+def evaluate(
+    dataset: Annotated[str, typer.Option(help="dataset name")],
+    version: Annotated[str, typer.Option(help="dataset version")],
+    endpoint: Annotated[str | None, typer.Option(help="OpenAI-compatible endpoint")] = None,
+    model: Annotated[str | None, typer.Option(help="local model path")] = None,
+) -> None:
+    """Accuracy and uncertainty-alignment metrics per organ."""
+    _not_built("evaluate", "issue 9, evaluation")
+
+
+# ------------------------------------------------------------------------------------------ read-only
+@app.command()
+def status(as_json: Annotated[bool, typer.Option("--json", help="one JSON object (DESIGN §9)")] = False) -> None:
+    """What every stage holds: in = out + quarantined, per organ counts, releases."""
+    report = _open_catalog(_settings()).status()
+    if as_json:
+        typer.echo(json.dumps(report))
+    else:
+        _print_status(report)
+
+
+def _print_status(report: dict[str, Any]) -> None:
+    stages = Table(title="stages (in = out + quarantined)")
+    for column in ("stage", "in", "out", "quarantined", "reasons"):
+        stages.add_column(column, justify="left" if column in ("stage", "reasons") else "right")
+    for stage, c in report["stages"].items():
+        reasons = ", ".join(f"{r}: {n}" for r, n in sorted(c["quarantined"].items()))
+        stages.add_row(stage, str(c["in"]), str(c["out"]), str(sum(c["quarantined"].values())), reasons)
+    console.print(stages)
+    organs = Table(title="organs")
+    for column in ("organ", "images", "c=1", "c=0"):
+        organs.add_column(column, justify="right" if column != "organ" else "left")
+    for organ, c in report["organs"].items():
+        organs.add_row(organ, str(c["images"]), str(c["c1"]), str(c["c0"]))
+    console.print(organs)
+    console.print(f"releases: {', '.join(report['releases']) or 'none'}")
+
+
+def _masked(url: str) -> str:
+    from flows.catalog import masked_url
+
+    return masked_url(url) if "://" in url else url
+
+
+@schemas_app.command("export")
+def schemas_export(directory: Annotated[Path, typer.Argument(help="output folder")]) -> None:
+    """Write the JSON Schema of every record to DIR/<Record>.schema.json."""
+    from schemas.export import export_json_schemas
+
+    for path in export_json_schemas(directory):
+        console.print(f"wrote {path}")
+
+
+@app.command()
+def doctor() -> None:
+    """Check settings and services; exit 2 if the catalog or image store is unusable."""
+    from flows.doctor import run_checks
+
+    checks = run_checks(_settings())
+    table = Table(title="lookcloser doctor")
+    for column in ("check", "state", "detail"):
+        table.add_column(column)
+    style = {"ok": "green", "warn": "yellow", "fail": "red"}
+    for check in checks:
+        table.add_row(check.name, f"[{style[check.state]}]{check.state}", check.detail)
+    console.print(table)
+    if any(check.state == "fail" for check in checks):
+        raise ConfigError("doctor: " + "; ".join(f"{c.name}: {c.detail}" for c in checks if c.state == "fail"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: runs the CLI and maps errors to the documented exit codes."""
+    try:
+        app(args=argv, standalone_mode=False)
+    except (SettingsError, ConfigError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_CONFIG
+    except typer.Exit as done:
+        return done.exit_code
+    except typer.Abort:
+        return EXIT_ERROR
+    except Exception as err:  # a one-line message; the traceback only with --verbose
+        import click
+
+        if isinstance(err, click.ClickException):
+            err.show()
+            return EXIT_CONFIG
+        log.debug("unexpected error", exc_info=True)
+        print(f"error: {type(err).__name__}: {err}", file=sys.stderr)
+        return EXIT_ERROR
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
