@@ -63,12 +63,15 @@ def _open_catalog(settings: Settings) -> Any:
 @app.callback()
 def _global(
     workspace: Annotated[
-        Path | None, typer.Option("--workspace", help="workspace folder (default: $LOOKCLOSER_WORKSPACE or ./workspace)")
+        Path | None,
+        typer.Option("--workspace", help="workspace folder (default: $LOOKCLOSER_WORKSPACE or ./workspace)"),
     ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="debug logging")] = False,
 ) -> None:
     """lookcloser: ultrasound Zoom-then-Diagnose data pipeline."""
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
     for ours in ("lookcloser", "flows", "annotation", "schemas", "training"):
         logging.getLogger(ours).setLevel(logging.DEBUG if verbose else logging.INFO)
     if workspace is not None:

@@ -24,7 +24,7 @@ class Check:
 def _http_ok(url: str, token: str | None = None) -> tuple[bool, str]:
     request = urllib.request.Request(url, headers={"Authorization": f"Token {token}"} if token else {})
     try:
-        with urllib.request.urlopen(request, timeout=PROBE_TIMEOUT_S) as response:  # noqa: S310 - our own URLs
+        with urllib.request.urlopen(request, timeout=PROBE_TIMEOUT_S) as response:
             return 200 <= response.status < 300, f"HTTP {response.status}"
     except urllib.error.HTTPError as err:
         return False, f"HTTP {err.code}"
@@ -78,7 +78,7 @@ def check_teacher(settings: Settings) -> list[Check]:
         url = str(base).rstrip("/")
         request = urllib.request.Request(f"{url}/models", headers={"Authorization": f"Bearer {key}"} if key else {})
         try:
-            with urllib.request.urlopen(request, timeout=PROBE_TIMEOUT_S) as response:  # noqa: S310
+            with urllib.request.urlopen(request, timeout=PROBE_TIMEOUT_S) as response:
                 checks.append(Check("teacher", "ok", f"{url}: HTTP {response.status}"))
         except (urllib.error.URLError, TimeoutError, OSError) as err:
             checks.append(Check("teacher", "warn", f"{url}: unreachable ({getattr(err, 'reason', err)})"))
@@ -90,11 +90,19 @@ def check_optional(settings: Settings) -> list[Check]:
     training = importlib.util.find_spec("trl") is not None
     return [
         Check("hub token", "ok" if settings.hub_token else "warn", hub),
-        Check("training extra", "ok" if training else "warn",
-              "installed" if training else "not in this environment (training runs as a job in its own)"),
+        Check(
+            "training extra",
+            "ok" if training else "warn",
+            "installed" if training else "not in this environment (training runs as a job in its own)",
+        ),
     ]
 
 
 def run_checks(settings: Settings) -> list[Check]:
-    return [check_catalog(settings), check_image_store(settings), check_label_studio(settings),
-            *check_teacher(settings), *check_optional(settings)]
+    return [
+        check_catalog(settings),
+        check_image_store(settings),
+        check_label_studio(settings),
+        *check_teacher(settings),
+        *check_optional(settings),
+    ]

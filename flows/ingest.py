@@ -67,15 +67,22 @@ def ingest_source(params: IngestParams) -> IngestSummary:
 
 @task
 def report_ingest(params: IngestParams, summary: IngestSummary) -> None:
-    lines = [f"# Ingest ({params.kind})", "", "| seen | out | quarantined |", "|---|---|---|",
-             f"| {summary.seen} | {summary.out} | {sum(summary.quarantined.values())} |", ""]
+    lines = [
+        f"# Ingest ({params.kind})",
+        "",
+        "| seen | out | quarantined |",
+        "|---|---|---|",
+        f"| {summary.seen} | {summary.out} | {sum(summary.quarantined.values())} |",
+        "",
+    ]
     lines += [f"* `{reason}`: {n}" for reason, n in sorted(summary.quarantined.items())]
     create_markdown_artifact(key="ingest-summary", markdown="\n".join(lines), description="ingest counts")
 
 
 @flow(name="ingest")
-def ingest_flow(params: IngestParams = IngestParams()) -> IngestSummary:
+def ingest_flow(params: IngestParams | None = None) -> IngestSummary:
     """Ingest one source into the catalog and image store."""
+    params = params or IngestParams()
     migrate_catalog()
     summary = ingest_source(params)
     report_ingest(params, summary)

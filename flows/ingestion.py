@@ -11,14 +11,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+
 from PIL import Image
 from pydantic import BaseModel, Field, ValidationError
 from tqdm import tqdm
 
 from flows.catalog import Catalog, Outcome
 from flows.image_store import ImageStore
-from flows.sources.base import SourceItem
 from flows.images import assign_split, image_id, patient_key, phash
+from flows.sources.base import SourceItem
 from schemas.frames import MAX_ASPECT_RATIO, PATCH_FACTOR
 from schemas.records import ImageRecord, SourceAnnotation
 from schemas.vocabulary import ORGANS, VocabularyError
@@ -108,9 +109,15 @@ def _register_one(
     try:
         annotations = [
             SourceAnnotation(
-                image_id=content_id, organ=item.organ, lesion_index=k, origin=a.get("origin", item.source),
-                box=_shift_box(a.get("box"), offset, image.size), attributes=a.get("attributes", {}),
-                confidence=a.get("confidence", {}), image_width=image.width, image_height=image.height,
+                image_id=content_id,
+                organ=item.organ,
+                lesion_index=k,
+                origin=a.get("origin", item.source),
+                box=_shift_box(a.get("box"), offset, image.size),
+                attributes=a.get("attributes", {}),
+                confidence=a.get("confidence", {}),
+                image_width=image.width,
+                image_height=image.height,
             )
             for k, a in enumerate(item.annotations)
         ]
@@ -118,10 +125,17 @@ def _register_one(
         vocabulary = any(isinstance(e.get("ctx", {}).get("error"), VocabularyError) for e in err.errors())
         return None, [], "attribute_not_in_vocabulary" if vocabulary else "invalid_source_annotation"
     record = ImageRecord(
-        image_id=content_id, organ=item.organ, source=item.source, source_ref=item.source_ref, patient_key=key,
-        width=image.width, height=image.height, phash=phash(image),
-        split=assign_split(key, item.organ, test_fraction=options.test_fraction,
-                           test_only_organs=options.test_only_organs),
+        image_id=content_id,
+        organ=item.organ,
+        source=item.source,
+        source_ref=item.source_ref,
+        patient_key=key,
+        width=image.width,
+        height=image.height,
+        phash=phash(image),
+        split=assign_split(
+            key, item.organ, test_fraction=options.test_fraction, test_only_organs=options.test_only_organs
+        ),
         storage_key=store.put(content_id, image),
     )
     seen_ids[content_id] = item.item_key

@@ -75,9 +75,7 @@ class SourceAnnotation(Record):
     lesion_index: int = Field(default=0, ge=0)
     box: list[float] | None = None
     attributes: dict[str, str] = Field(default_factory=dict)
-    confidence: dict[str, Literal[0, 1]] = Field(
-        default_factory=dict, description="metadata-derived c per attribute"
-    )
+    confidence: dict[str, Literal[0, 1]] = Field(default_factory=dict, description="metadata-derived c per attribute")
     image_width: int = Field(gt=0)
     image_height: int = Field(gt=0)
     origin: str = Field(description="mask | metadata | manifest | phantom ...")
@@ -185,6 +183,5 @@ class Sample(Record):
 
 
 RECORD_TYPES: dict[str, type[Record]] = {
-    cls.__name__: cls
-    for cls in (ImageRecord, SourceAnnotation, ReaderAnnotation, ConsensusRecord, Rationale, Sample)
+    cls.__name__: cls for cls in (ImageRecord, SourceAnnotation, ReaderAnnotation, ConsensusRecord, Rationale, Sample)
 }

@@ -53,9 +53,7 @@ class Attribute(BaseModel):
         for canonical, spec in self.values.items():
             if key == _match_key(canonical) or key in {_match_key(s) for s in spec.synonyms}:
                 return canonical
-        allowed = "; ".join(
-            f"{c} (synonyms: {', '.join(s.synonyms) or '-'})" for c, s in self.values.items()
-        )
+        allowed = "; ".join(f"{c} (synonyms: {', '.join(s.synonyms) or '-'})" for c, s in self.values.items())
         raise VocabularyError(f"{raw!r} is not a value of attribute {self.name!r}; allowed: {allowed}")
 
 

@@ -17,6 +17,7 @@ import pytest
 # Prefect: offline, reliable start-up, its database in a throw-away home (before prefect is imported)
 _PREFECT_HOME = tempfile.mkdtemp(prefix="lookcloser-prefect-")
 os.environ.setdefault("PREFECT_HOME", _PREFECT_HOME)
+os.environ.setdefault("PREFECT_LOGGING_TO_API_ENABLED", "false")  # the harness logs after its API has stopped
 from flows.prefect_env import configure_prefect_environment  # noqa: E402
 
 configure_prefect_environment(Path(_PREFECT_HOME))
@@ -53,8 +54,11 @@ def postgres_server() -> Iterator[str]:
     try:
         yield f"postgresql+psycopg://lookcloser@127.0.0.1:{port}"
     finally:
-        subprocess.run([*as_postgres, str(bindir / "pg_ctl"), "-D", str(data / "db"), "-m", "immediate", "stop"],
-                       check=False, capture_output=True)
+        subprocess.run(
+            [*as_postgres, str(bindir / "pg_ctl"), "-D", str(data / "db"), "-m", "immediate", "stop"],
+            check=False,
+            capture_output=True,
+        )
         shutil.rmtree(data, ignore_errors=True)
 
 

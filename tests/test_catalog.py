@@ -13,15 +13,31 @@ from schemas.records import ImageRecord, RecordStatus, SourceAnnotation
 
 
 def _image(n: int, organ: str = "liver", **overrides) -> ImageRecord:
-    values = dict(image_id=f"{n:064x}", organ=organ, source="phantom", source_ref=f"img{n}.png",
-                  patient_key=f"p{n // 2}", width=120, height=90, phash="00000000000000ff", split="train",
-                  storage_key=f"00/{n:064x}.png")
+    values = dict(
+        image_id=f"{n:064x}",
+        organ=organ,
+        source="phantom",
+        source_ref=f"img{n}.png",
+        patient_key=f"p{n // 2}",
+        width=120,
+        height=90,
+        phash="00000000000000ff",
+        split="train",
+        storage_key=f"00/{n:064x}.png",
+    )
     return ImageRecord(**{**values, **overrides})
 
 
 def _annotation(n: int) -> SourceAnnotation:
-    return SourceAnnotation(image_id=f"{n:064x}", organ="liver", origin="phantom", box=[1, 2, 30, 40],
-                            attributes={"echogenicity": "hypoechoic"}, image_width=120, image_height=90)
+    return SourceAnnotation(
+        image_id=f"{n:064x}",
+        organ="liver",
+        origin="phantom",
+        box=[1, 2, 30, 40],
+        attributes={"echogenicity": "hypoechoic"},
+        image_width=120,
+        image_height=90,
+    )
 
 
 @pytest.fixture
@@ -68,14 +84,21 @@ def test_status_counts_in_out_quarantined(catalog):
     catalog.save_ingested(
         [_image(1), _image(2, organ="breast"), _image(3, status=RecordStatus.quarantined, quarantine_reason="x")],
         [],
-        [("s:1", Outcome.out, None, "1"), ("s:2", Outcome.out, None, "2"),
-         ("s:3", Outcome.quarantined, "image_too_small", None), ("s:4", Outcome.quarantined, "unreadable_image", None),
-         ("s:5", Outcome.quarantined, "unreadable_image", None)],
+        [
+            ("s:1", Outcome.out, None, "1"),
+            ("s:2", Outcome.out, None, "2"),
+            ("s:3", Outcome.quarantined, "image_too_small", None),
+            ("s:4", Outcome.quarantined, "unreadable_image", None),
+            ("s:5", Outcome.quarantined, "unreadable_image", None),
+        ],
     )
     status = catalog.status()
     assert set(status["stages"]) == set(STAGES)
-    assert status["stages"]["ingest"] == {"in": 5, "out": 2,
-                                          "quarantined": {"image_too_small": 1, "unreadable_image": 2}}
+    assert status["stages"]["ingest"] == {
+        "in": 5,
+        "out": 2,
+        "quarantined": {"image_too_small": 1, "unreadable_image": 2},
+    }
     assert status["organs"] == {"breast": {"images": 1, "c1": 0, "c0": 0}, "liver": {"images": 1, "c1": 0, "c0": 0}}
     assert status["releases"] == []
 
@@ -92,10 +115,13 @@ def test_existing_catalog_upgrades_in_place(catalog_url):
     old.upgrade("0001")
     assert old.revision() == "0001"
     with old.engine.begin() as conn:
-        conn.execute(text(
-            "INSERT INTO images (image_id, organ, source, source_ref, patient_key, width, height, phash, split, "
-            "status, storage_key, created_at) VALUES ('" + "b" * 64 + "', 'liver', 'phantom', 'x', 'p', 10, 10, "
-            "'0000000000000000', 'train', 'ok', 'k', '2026-01-01 00:00:00')"))
+        conn.execute(
+            text(
+                "INSERT INTO images (image_id, organ, source, source_ref, patient_key, width, height, phash, split, "
+                "status, storage_key, created_at) VALUES ('" + "b" * 64 + "', 'liver', 'phantom', 'x', 'p', 10, 10, "
+                "'0000000000000000', 'train', 'ok', 'k', '2026-01-01 00:00:00')"
+            )
+        )
     old.close()
     upgraded = Catalog(catalog_url)  # opening upgrades to head
     assert upgraded.revision() == "0002"

@@ -9,7 +9,9 @@ coordinate = st.floats(min_value=-500, max_value=3000, allow_nan=False, allow_in
 
 
 @given(
-    st.integers(28, 1200), st.integers(28, 1200), st.lists(coordinate, min_size=4, max_size=4),
+    st.integers(28, 1200),
+    st.integers(28, 1200),
+    st.lists(coordinate, min_size=4, max_size=4),
     st.sampled_from([0.0, 0.1, 0.6]),
 )
 def test_crop_is_never_empty_never_outside_and_at_least_28(width, height, bbox, padding):

@@ -26,7 +26,8 @@ def test_same_seed_same_pixels_other_seed_other_pixels():
 
 def test_attributes_come_from_the_vocabulary_and_organs_rotate():
     cases = list(iter_cases(seed=1, count=6))
-    assert [c.organ for c in cases] == ["breast", "liver", "thyroid"] * 2
+    assert [c.organ for c in cases] == ["breast", "breast", "liver", "liver", "thyroid", "thyroid"]
+    assert cases[0].patient_id == cases[1].patient_id != cases[2].patient_id
     for case in cases:
         vocabulary = load_vocabulary(case.organ)
         for lesion in case.lesions:

@@ -17,8 +17,9 @@ answer_value = st.text(min_size=1, max_size=40)
 
 @given(prose, prose, box, st.sampled_from(["echo", "shape", "margin"]), answer_value, prose)
 def test_render_parse_round_trip(search, diagnosis, bbox, key, value, question):
-    messages = render_trajectory(question=question, search=search, bbox_2d=bbox, diagnosis=diagnosis,
-                                 answer={key: value})
+    messages = render_trajectory(
+        question=question, search=search, bbox_2d=bbox, diagnosis=diagnosis, answer={key: value}
+    )
     parsed = parse_trajectory(messages)
     assert parsed.bbox_2d == bbox
     assert parsed.answer == {key: value}
@@ -26,14 +27,17 @@ def test_render_parse_round_trip(search, diagnosis, bbox, key, value, question):
 
 
 def _messages():
-    return render_trajectory(question="Q?", search="scan", bbox_2d=[1, 2, 30, 40], diagnosis="dx",
-                             answer={"echo": "Hypoechoic"})
+    return render_trajectory(
+        question="Q?", search="scan", bbox_2d=[1, 2, 30, 40], diagnosis="dx", answer={"echo": "Hypoechoic"}
+    )
 
 
 def test_layout_matches_design():
     messages = _messages()
     assert [m["role"] for m in messages] == ["system", "user", "assistant", "user", "assistant"]
-    assert messages[2]["content"][0]["text"] == '<think>scan</think>\n<tool_call>{"bbox_2d": [1, 2, 30, 40]}</tool_call>'
+    assert (
+        messages[2]["content"][0]["text"] == '<think>scan</think>\n<tool_call>{"bbox_2d": [1, 2, 30, 40]}</tool_call>'
+    )
     assert messages[4]["content"][0]["text"] == '<think>dx</think>\n<answer>{"echo": "Hypoechoic"}</answer>'
     assert [p["type"] for p in messages[1]["content"]] == ["image", "text"]
 
@@ -69,7 +73,7 @@ def test_wrong_image_count_is_rejected():
 
 def test_lenient_extractors_for_model_output():
     assert extract_tool_call('blah <tool_call> {"bbox_2d": [1, 2.5, 3, 4]} </tool_call>') == [1, 2.5, 3, 4]
-    assert extract_tool_call("<tool_call>{\"bbox_2d\": [1, 2]}</tool_call>") is None
+    assert extract_tool_call('<tool_call>{"bbox_2d": [1, 2]}</tool_call>') is None
     assert extract_tool_call("no call") is None
     assert extract_answer('<answer>{"echo": "Isoechoic"}</answer>') == {"echo": "Isoechoic"}
     assert extract_answer("<answer>nope</answer>") is None

@@ -17,9 +17,20 @@ def test_vocabulary_is_complete(organ):
 
 def test_lexicons_cover_the_standards():
     assert set(load_vocabulary("breast").attributes) == {
-        "shape", "orientation", "margin", "echo_pattern", "posterior_features", "calcifications"}
+        "shape",
+        "orientation",
+        "margin",
+        "echo_pattern",
+        "posterior_features",
+        "calcifications",
+    }
     assert set(load_vocabulary("thyroid").attributes) == {
-        "composition", "echogenicity", "shape", "margin", "echogenic_foci"}
+        "composition",
+        "echogenicity",
+        "shape",
+        "margin",
+        "echogenic_foci",
+    }
     assert set(load_vocabulary("liver").attributes) == {"echogenicity", "shape", "boundary"}
 
 

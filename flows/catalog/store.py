@@ -149,8 +149,14 @@ class Catalog:
             if (outcome == Outcome.quarantined) != (reason is not None):
                 raise ValueError(f"{stage} item {item_key}: a reason is given exactly when quarantined")
             rows.append(
-                {"stage": stage, "item_key": item_key, "outcome": str(outcome), "reason": reason,
-                 "record_key": record_key, "updated_at": now}
+                {
+                    "stage": stage,
+                    "item_key": item_key,
+                    "outcome": str(outcome),
+                    "reason": reason,
+                    "record_key": record_key,
+                    "updated_at": now,
+                }
             )
         self._upsert(session, StageItemRow.__table__, rows, ["stage", "item_key"])
 
@@ -160,7 +166,9 @@ class Catalog:
             row = session.get(ImageRow, image_id)
             return _image_record(row) if row else None
 
-    def iter_images(self, *, organ: str | None = None, status: RecordStatus | None = RecordStatus.ok) -> Iterator[ImageRecord]:
+    def iter_images(
+        self, *, organ: str | None = None, status: RecordStatus | None = RecordStatus.ok
+    ) -> Iterator[ImageRecord]:
         query = select(ImageRow).order_by(ImageRow.image_id)
         if organ:
             query = query.where(ImageRow.organ == organ)
@@ -187,9 +195,15 @@ class Catalog:
         with Session(self.engine) as session:
             return [
                 SourceAnnotation(
-                    image_id=r.image_id, organ=r.organ, lesion_index=r.lesion_index, box=r.box,
-                    attributes=r.attributes, confidence=r.confidence, image_width=r.image_width,
-                    image_height=r.image_height, origin=r.origin,
+                    image_id=r.image_id,
+                    organ=r.organ,
+                    lesion_index=r.lesion_index,
+                    box=r.box,
+                    attributes=r.attributes,
+                    confidence=r.confidence,
+                    image_width=r.image_width,
+                    image_height=r.image_height,
+                    origin=r.origin,
                 )
                 for r in session.scalars(query)
             ]
@@ -242,15 +256,26 @@ class Catalog:
     def table_counts(self) -> Counter[str]:
         with Session(self.engine) as session:
             return Counter(
-                {table.name: session.scalar(select(func.count()).select_from(table)) or 0
-                 for table in Base.metadata.sorted_tables}
+                {
+                    table.name: session.scalar(select(func.count()).select_from(table)) or 0
+                    for table in Base.metadata.sorted_tables
+                }
             )
 
 
 def _image_record(row: ImageRow) -> ImageRecord:
     return ImageRecord(
-        image_id=row.image_id, organ=row.organ, source=row.source, source_ref=row.source_ref,
-        patient_key=row.patient_key, width=row.width, height=row.height, phash=row.phash, split=row.split,
-        status=RecordStatus(row.status), quarantine_reason=row.quarantine_reason, storage_key=row.storage_key,
+        image_id=row.image_id,
+        organ=row.organ,
+        source=row.source,
+        source_ref=row.source_ref,
+        patient_key=row.patient_key,
+        width=row.width,
+        height=row.height,
+        phash=row.phash,
+        split=row.split,
+        status=RecordStatus(row.status),
+        quarantine_reason=row.quarantine_reason,
+        storage_key=row.storage_key,
         created_at=row.created_at,
     )

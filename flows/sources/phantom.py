@@ -145,7 +145,10 @@ def _sample_attributes(organ: str, rng: np.random.Generator) -> tuple[dict[str, 
 
 
 def _place_lesion(
-    rng: np.random.Generator, config: PhantomConfig, render: dict[str, Any], fan: tuple[float, float, float, float],
+    rng: np.random.Generator,
+    config: PhantomConfig,
+    render: dict[str, Any],
+    fan: tuple[float, float, float, float],
     taken: list[list[float]],
 ) -> tuple[np.ndarray, np.ndarray] | None:
     """Outline points (x, y) of a lesion that fits the fan and overlaps no other lesion."""
@@ -159,8 +162,9 @@ def _place_lesion(
         theta = np.linspace(0, 2 * np.pi, LESION_ANGLE_SAMPLES, endpoint=False)
         xs, ys = cx + r * np.cos(theta), cy + r * np.sin(theta)
         box = [float(xs.min()), float(ys.min()), float(xs.max()), float(ys.max())]
-        overlaps = any(not (box[2] + 10 < t[0] or t[2] + 10 < box[0] or box[3] + 10 < t[1] or t[3] + 10 < box[1])
-                       for t in taken)
+        overlaps = any(
+            not (box[2] + 10 < t[0] or t[2] + 10 < box[0] or box[3] + 10 < t[1] or t[3] + 10 < box[1]) for t in taken
+        )
         if _inside_fan(xs, ys, fan) and not overlaps:
             return xs, ys
     return None
@@ -173,7 +177,11 @@ def _rasterize(xs: np.ndarray, ys: np.ndarray, shape: tuple[int, int]) -> np.nda
 
 
 def _paint_lesion(
-    echo: np.ndarray, mask: np.ndarray, render: dict[str, Any], difficulty: float, rng: np.random.Generator,
+    echo: np.ndarray,
+    mask: np.ndarray,
+    render: dict[str, Any],
+    difficulty: float,
+    rng: np.random.Generator,
     box: list[float],
 ) -> None:
     """Change the echo map inside (and behind) one lesion, in place, within a window around it."""
@@ -246,7 +254,9 @@ def _burn_in_header(img: Image.Image, organ: str, patient_id: str, index: int) -
     draw = ImageDraw.Draw(img)
     draw.rectangle((0, 0, img.width, HEADER_HEIGHT - 1), fill=0)
     draw.text((8, 4), f"PHANTOM GENERAL HOSPITAL   PATIENT^{patient_id}   ID {patient_id}", fill=235)
-    draw.text((8, 20), f"2026-01-{1 + index % 28:02d} 10:{index % 60:02d}   {organ.upper()} PRESET   MI 0.9 TIS 0.4", fill=200)
+    draw.text(
+        (8, 20), f"2026-01-{1 + index % 28:02d} 10:{index % 60:02d}   {organ.upper()} PRESET   MI 0.9 TIS 0.4", fill=200
+    )
 
 
 def _depth_scale(img: Image.Image, us_top: int) -> None:
@@ -259,7 +269,8 @@ def _depth_scale(img: Image.Image, us_top: int) -> None:
 def generate_case(seed: int, index: int, config: PhantomConfig = PhantomConfig()) -> PhantomCase:
     """One phantom image with its lesions; deterministic in (seed, index, config)."""
     rng = _case_rng(seed, index)
-    organ = config.organs[index % len(config.organs)]
+    patient = index // config.images_per_patient
+    organ = config.organs[patient % len(config.organs)]  # a patient's images are of one organ
     shape = (config.height - HEADER_HEIGHT, config.width)
     h, w = shape
     fan = (w / 2, -0.12 * h, 0.18 * h, 1.1 * h)  # apex above the image: a curvilinear probe
@@ -286,7 +297,7 @@ def generate_case(seed: int, index: int, config: PhantomConfig = PhantomConfig()
 
     full = Image.new("L", (config.width, config.height), 0)
     full.paste(Image.fromarray(us), (0, HEADER_HEIGHT))
-    patient_id = f"PH{seed:04d}{index // config.images_per_patient:05d}"
+    patient_id = f"PH{seed:04d}{patient:05d}"
     _burn_in_header(full, organ, patient_id, index)
     _depth_scale(full, HEADER_HEIGHT)
     for lesion in lesions:  # into the full-image frame
@@ -314,10 +325,22 @@ def write_case(case: PhantomCase, seed: int, folder: Path) -> dict[str, Any]:
     for k, lesion in enumerate(case.lesions):
         mask_file = f"{name}_mask_{k}.png"
         Image.fromarray(lesion.mask.astype(np.uint8) * 255).save(folder / mask_file, compress_level=1)
-        lesions.append({"box": [round(v, 2) for v in lesion.box], "attributes": lesion.attributes,
-                        "difficulty": round(lesion.difficulty, 4), "mask": mask_file})
-    return {"file": f"{name}.png", "index": case.index, "organ": case.organ, "patient_id": case.patient_id,
-            "us_region": case.us_region, "lesions": lesions}
+        lesions.append(
+            {
+                "box": [round(v, 2) for v in lesion.box],
+                "attributes": lesion.attributes,
+                "difficulty": round(lesion.difficulty, 4),
+                "mask": mask_file,
+            }
+        )
+    return {
+        "file": f"{name}.png",
+        "index": case.index,
+        "organ": case.organ,
+        "patient_id": case.patient_id,
+        "us_region": case.us_region,
+        "lesions": lesions,
+    }
 
 
 def iter_cases(seed: int, count: int, config: PhantomConfig = PhantomConfig(), start: int = 0) -> Iterator[PhantomCase]:
@@ -341,7 +364,9 @@ def config_digest(config: PhantomConfig, seed: int) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:8]
 
 
-def phantom_items(root: Path, *, seed: int, count: int, config: PhantomConfig = PhantomConfig()) -> Iterator[SourceItem]:
+def phantom_items(
+    root: Path, *, seed: int, count: int, config: PhantomConfig = PhantomConfig()
+) -> Iterator[SourceItem]:
     """Generate (or reuse) `count` phantom images under `root` and yield them as source items.
 
     Each case is written image first, masks next, and its JSON entry last (atomically), so a killed

@@ -18,7 +18,7 @@ def run_migrations() -> None:
         _run(connection)
 
 
-def _run(connection) -> None:  # noqa: ANN001 - alembic passes a Connection
+def _run(connection) -> None:
     # render_as_batch: SQLite cannot ALTER most things; batch mode rebuilds the table instead
     context.configure(connection=connection, target_metadata=target_metadata, render_as_batch=True)
     with context.begin_transaction():

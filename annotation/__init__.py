@@ -1,0 +1,1 @@
+"""Label Studio, simulated readers, agreement and consensus (DESIGN §2). Imports only `schemas`."""

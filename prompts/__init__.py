@@ -1,0 +1,1 @@
+"""Versioned teacher prompt templates (Jinja) and tone lexicons, shipped as package data."""

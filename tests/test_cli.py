@@ -1,0 +1,136 @@
+"""The command line as a user runs it (in-process, against one session-wide Prefect test API)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from flows.cli import main
+
+
+def _status(capsys) -> dict:
+    capsys.readouterr()
+    assert main(["status", "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+@pytest.mark.integration
+def test_ingest_phantom_100_then_again_reports_the_same_100(workspace, prefect_api, capsys):
+    assert main(["--workspace", str(workspace), "ingest", "phantom", "--count", "100"]) == 0
+    status = _status(capsys)
+    assert status["stages"]["ingest"] == {"in": 100, "out": 100, "quarantined": {}}
+    assert sum(organ["images"] for organ in status["organs"].values()) == 100
+    assert set(status) == {"stages", "organs", "releases"}
+    for counts in status["stages"].values():
+        assert counts["in"] == counts["out"] + sum(counts["quarantined"].values())
+
+    assert main(["--workspace", str(workspace), "ingest", "phantom", "--count", "100"]) == 0
+    assert _status(capsys) == status
+
+
+@pytest.mark.integration
+def test_demo_runs_and_says_where_to_look(workspace, prefect_api, capsys):
+    assert main(["demo", "--count", "6"]) == 0
+    out = capsys.readouterr().out
+    assert "where to look" in out and str(workspace.resolve()) in out
+    assert (workspace / "catalog.sqlite").exists() and any((workspace / "images").rglob("*.png"))
+
+
+def test_read_only_commands_never_import_prefect(workspace):
+    code = (
+        "import sys; from flows.cli import main; rc = main(['status', '--json']); "
+        "rc = rc or main(['schemas', 'export', sys.argv[1]]); "
+        "assert 'prefect' not in sys.modules, 'prefect imported'; sys.exit(rc)"
+    )
+    result = subprocess.run([sys.executable, "-c", code, str(workspace / "schemas")], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.splitlines()[0])["stages"]["ingest"]["in"] == 0
+
+
+def test_console_script_is_installed_and_documents_every_command():
+    script = Path(sys.executable).parent / "lookcloser"  # the venv's entry point, as `make` installs it
+    result = subprocess.run([str(script), "--help"], capture_output=True, text=True, check=True)
+    for command in (
+        "demo",
+        "ingest",
+        "labelstudio",
+        "annotate",
+        "pull",
+        "consensus",
+        "synthesize",
+        "publish",
+        "dataset",
+        "train",
+        "evaluate",
+        "status",
+        "schemas",
+        "doctor",
+    ):
+        assert command in result.stdout
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["annotate"],
+        ["pull"],
+        ["consensus"],
+        ["synthesize"],
+        ["publish", "ds"],
+        ["labelstudio", "up"],
+        ["dataset", "path", "ds", "--version", "v1.0.0"],
+        ["ingest", "dicom", "/nowhere"],
+        ["train", "--dataset", "d", "--version", "v1.0.0", "--recipe", "r"],
+    ],
+)
+def test_stages_not_built_yet_say_so_and_exit_2(argv, workspace, capsys):
+    assert main(argv) == 2
+    assert "not built yet" in capsys.readouterr().err
+
+
+def test_unknown_source_kind_is_a_one_line_error(workspace, capsys):
+    assert main(["ingest", "ftp"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "unknown source kind 'ftp'" in err
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("LOOKCLOSER_LABEL_STUDIO_URL", "not a url"),
+        ("LOOKCLOSER_CATALOG_URL", "mysql://x/y"),
+        ("LOOKCLOSER_TEACHER_BASE_URLS", "http://ok:1/v1,::bad::"),
+    ],
+)
+def test_malformed_setting_names_the_variable(variable, value, workspace, monkeypatch, capsys):
+    monkeypatch.setenv(variable, value)
+    assert main(["status"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: invalid setting {variable}:") and err.count("\n") == 1
+
+
+def test_unreachable_catalog_is_exit_2_with_masked_url(workspace, monkeypatch, capsys):
+    monkeypatch.setenv("LOOKCLOSER_CATALOG_URL", "postgresql+psycopg://me:hunter2@127.0.0.1:1/catalog")
+    assert main(["status", "--json"]) == 2
+    err = capsys.readouterr().err
+    assert "me:***@127.0.0.1:1" in err and "hunter2" not in err and "LOOKCLOSER_CATALOG_URL" in err
+
+
+def test_doctor_reports_services_without_leaking_secrets(workspace, monkeypatch, capsys):
+    monkeypatch.setenv("LOOKCLOSER_LABEL_STUDIO_TOKEN", "tok-SECRET-123")
+    monkeypatch.setenv("LOOKCLOSER_TEACHER_API_KEY", "key-SECRET-456")
+    monkeypatch.setenv("LOOKCLOSER_TEACHER_BASE_URLS", "http://127.0.0.1:9/v1")
+    assert main(["doctor"]) == 0
+    out = capsys.readouterr().out
+    assert "SECRET" not in out
+    assert "catalog" in out and "token set" in out and "127.0.0.1:9" in out
+
+
+def test_doctor_fails_when_the_image_store_is_not_writable(workspace, monkeypatch, capsys, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("LOOKCLOSER_IMAGE_STORE_URL", str(blocker / "images"))
+    assert main(["doctor"]) == 2
+    assert "image store" in capsys.readouterr().err

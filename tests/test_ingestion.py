@@ -1,0 +1,109 @@
+"""Ingest logic without Prefect: checks, de-identification, idempotency, in = out + quarantined."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from flows.catalog import Catalog
+from flows.image_store import ImageStore
+from flows.ingestion import IngestOptions, register_items
+from flows.sources.base import SourceItem
+from flows.sources.phantom import HEADER_HEIGHT, phantom_items
+
+SALT = b"test-salt"
+
+
+@pytest.fixture
+def catalog(catalog_url):
+    catalog = Catalog(catalog_url)
+    yield catalog
+    catalog.close()
+
+
+@pytest.fixture
+def store(tmp_path):
+    return ImageStore(str(tmp_path / "images"))
+
+
+def _noise(width=64, height=48, seed=0):
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 255, (height, width), dtype=np.uint8))
+
+
+def _item(ref, image=None, **overrides):
+    values = dict(
+        source="test",
+        source_ref=ref,
+        organ="liver",
+        image=image if image is not None else _noise(seed=hash(ref) % 1000),
+    )
+    return SourceItem(**{**values, **overrides})
+
+
+def _ingest(items, catalog, store):
+    return register_items(items, catalog, store, SALT, IngestOptions())
+
+
+def test_phantom_ingest_deidentifies_and_is_idempotent(tmp_path, catalog, store):
+    items = list(phantom_items(tmp_path / "src", seed=0, count=6))
+    first = _ingest(items, catalog, store)
+    assert (first.seen, first.out, first.quarantined) == (6, 6, {})
+    again = _ingest(list(phantom_items(tmp_path / "src", seed=0, count=6)), catalog, store)
+    assert (again.seen, again.out) == (6, 6)
+    assert catalog.table_counts()["images"] == 6
+    assert catalog.status()["stages"]["ingest"] == {"in": 6, "out": 6, "quarantined": {}}
+
+    raw = items[0]
+    record = next(r for r in catalog.iter_images() if r.source_ref == raw.source_ref)
+    stored = store.open(record.storage_key)
+    assert stored.size == (raw.image.width, raw.image.height - HEADER_HEIGHT)  # the header band is gone
+    assert np.array_equal(np.asarray(stored), np.asarray(raw.image)[HEADER_HEIGHT:])
+    assert "PH" not in record.patient_key and raw.patient_id not in record.model_dump_json()
+    [annotation] = catalog.source_annotations(record.image_id)[:1]
+    raw_box = raw.annotations[0]["box"]
+    assert annotation.box == pytest.approx(
+        [raw_box[0], raw_box[1] - HEADER_HEIGHT, raw_box[2], raw_box[3] - HEADER_HEIGHT]
+    )
+
+
+def test_images_of_one_patient_share_key_and_split(tmp_path, catalog, store):
+    _ingest(phantom_items(tmp_path / "src", seed=4, count=12), catalog, store)
+    by_patient: dict[str, set[str]] = {}
+    for record in catalog.iter_images():
+        by_patient.setdefault(record.patient_key, set()).add(record.split)
+    assert len(by_patient) < 12  # two images per phantom patient
+    assert all(len(splits) == 1 for splits in by_patient.values())
+
+
+@pytest.mark.parametrize(
+    ("item", "reason"),
+    [
+        (_item("broken.png", image=None, error="unreadable_image"), "unreadable_image"),
+        (_item("tiny.png", image=_noise(20, 20)), "image_too_small"),
+        (_item("sliver.png", image=_noise(6000, 29)), "aspect_ratio_too_extreme"),
+        (_item("kidney.png", organ="kidney"), "unknown_organ"),
+        (_item("badbox.png", annotations=[{"box": [10, 10, 5, 20]}]), "invalid_source_annotation"),
+        (_item("badvalue.png", annotations=[{"attributes": {"boundary": "purple"}}]), "attribute_not_in_vocabulary"),
+    ],
+)
+def test_each_bad_input_is_quarantined_with_its_reason(item, reason, catalog, store):
+    summary = _ingest([item, _item("good.png")], catalog, store)
+    assert summary.quarantined == {reason: 1} and summary.out == 1
+    assert catalog.status()["stages"]["ingest"] == {"in": 2, "out": 1, "quarantined": {reason: 1}}
+
+
+def test_same_pixels_from_another_source_item_is_a_duplicate(catalog, store):
+    image = _noise(seed=42)
+    summary = _ingest([_item("a.png", image=image), _item("b.png", image=image.copy())], catalog, store)
+    assert summary.out == 1 and summary.quarantined == {"duplicate_image": 1}
+    again = _ingest([_item("a.png", image=image)], catalog, store)  # the original item is not its own duplicate
+    assert again.out == 1 and again.quarantined == {}
+
+
+def test_store_is_content_addressed_and_never_rewrites(tmp_path, store):
+    image = _noise(seed=3)
+    key = store.put("ab" + "0" * 62, image)
+    path = tmp_path / "images" / key
+    mtime = path.stat().st_mtime_ns
+    assert store.put("ab" + "0" * 62, image) == key and path.stat().st_mtime_ns == mtime
+    assert store.open(key).tobytes() == image.tobytes()
