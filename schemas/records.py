@@ -67,49 +67,40 @@ class ImageRecord(Record):
         return self
 
 
-class SourceAnnotation(Record):
-    """A box and/or attributes that came with the source (mask, metadata, curated labels)."""
+class LesionAnnotation(Record):
+    """What a source or a reader says about one lesion of one image: a box and/or attributes."""
 
     image_id: str
     organ: Organ
     lesion_index: int = Field(default=0, ge=0)
-    box: list[float] | None = None
-    attributes: dict[str, str] = Field(default_factory=dict)
-    confidence: dict[str, Literal[0, 1]] = Field(default_factory=dict, description="metadata-derived c per attribute")
+    box: list[float] | None = Field(default=None, description="original pixels")
+    attributes: dict[str, str] = Field(default_factory=dict, description="attribute → canonical value")
     image_width: int = Field(gt=0)
     image_height: int = Field(gt=0)
-    origin: str = Field(description="mask | metadata | manifest | phantom ...")
 
     @model_validator(mode="after")
-    def _check(self) -> SourceAnnotation:
+    def _check_box_and_attributes(self) -> LesionAnnotation:
         if self.box is not None:
             self.box = validate_box(self.box, self.image_width, self.image_height)
         self.attributes = _check_attributes(self.organ, self.attributes)
         return self
 
 
-class ReaderAnnotation(Record):
+class SourceAnnotation(LesionAnnotation):
+    """A box and/or attributes that came with the source (mask, metadata, curated labels)."""
+
+    confidence: dict[str, Literal[0, 1]] = Field(default_factory=dict, description="metadata-derived c per attribute")
+    origin: str = Field(description="mask | metadata | manifest | phantom ...")
+
+
+class ReaderAnnotation(LesionAnnotation):
     """One sonographer's reading of one image (pseudonymous)."""
 
-    image_id: str
-    organ: Organ
     reader: str = Field(min_length=1, description="pseudonym, never a name or e-mail")
-    lesion_index: int = Field(default=0, ge=0)
-    box: list[float] | None = None
-    attributes: dict[str, str] = Field(default_factory=dict)
-    image_width: int = Field(gt=0)
-    image_height: int = Field(gt=0)
     lead_time: float | None = Field(default=None, ge=0, description="seconds spent, from Label Studio")
     ls_project_id: int | None = None
     ls_task_id: int | None = None
     ls_annotation_id: int | None = None
-
-    @model_validator(mode="after")
-    def _check(self) -> ReaderAnnotation:
-        if self.box is not None:
-            self.box = validate_box(self.box, self.image_width, self.image_height)
-        self.attributes = _check_attributes(self.organ, self.attributes)
-        return self
 
 
 class ConsensusRecord(Record):
