@@ -88,7 +88,7 @@ def demo(
     """The whole path on embedded defaults (phantom data, local services). Today: ingest + status."""
     settings = _settings()
     console.rule("[bold]lookcloser demo")
-    summary = _run_ingest(settings, "phantom", None, count, seed)
+    summary = _run_ingest(settings, {"kind": "phantom", "count": count, "seed": seed})
     _print_status(_open_catalog(settings).status())
     console.rule("[bold]where to look")
     console.print(f"workspace         {settings.workspace.resolve()}")
@@ -102,21 +102,53 @@ def demo(
 @app.command()
 def ingest(
     kind: Annotated[str, typer.Argument(help=f"source kind: {' '.join(INGEST_KINDS)}")],
-    path: Annotated[Path | None, typer.Argument(help="source folder or file (not for phantom)")] = None,
+    path: Annotated[str | None, typer.Argument(help="source folder, manifest file or dataset id (not phantom)")] = None,
     organ: Annotated[str | None, typer.Option(help="breast, liver or thyroid (default: all / from the source)")] = None,
     count: Annotated[int, typer.Option(help="phantom: number of images")] = 30,
     seed: Annotated[int, typer.Option(help="phantom: random seed")] = 0,
+    option: Annotated[
+        list[str] | None, typer.Option(help="adapter option KEY=VALUE (VALUE as JSON or text), repeatable")
+    ] = None,
+    test_count_per_organ: Annotated[
+        int | None, typer.Option(help="fixed number of test images per organ instead of a fraction")
+    ] = None,
 ) -> None:
     """Ingest a source into the catalog and image store (idempotent: re-runs change nothing)."""
     if kind not in INGEST_KINDS:
         raise ConfigError(f"unknown source kind {kind!r}; one of: {', '.join(INGEST_KINDS)}")
-    if kind != "phantom":
-        _not_built(f"ingest {kind}", "issue 3, ingest flow")
-    summary = _run_ingest(_settings(), kind, organ, count, seed)
-    console.print(f"ingest: {summary.seen} seen, {summary.out} out, quarantined {summary.quarantined or 0}")
+    if kind != "phantom" and (path is None or (kind != "hf" and not Path(path).exists())):
+        raise ConfigError(f"ingest {kind}: the source path is missing or does not exist")
+    params: dict[str, Any] = {
+        "kind": kind,
+        "path": path,
+        "organ": organ,
+        "count": count,
+        "seed": seed,
+        "adapter_options": _parse_options(option or []),
+    }
+    if test_count_per_organ is not None:
+        params["options"] = {"test_count_per_organ": test_count_per_organ}
+    summary = _run_ingest(_settings(), params)
+    console.print(
+        f"ingest: {summary.seen} seen, {summary.out} new, {summary.skipped} already ingested, "
+        f"quarantined {sum(summary.quarantined.values())} {summary.quarantined or ''}"
+    )
 
 
-def _run_ingest(settings: Settings, kind: str, organ: str | None, count: int, seed: int) -> Any:
+def _parse_options(pairs: list[str]) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--option expects KEY=VALUE, got {pair!r}")
+        try:
+            options[key] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key] = value
+    return options
+
+
+def _run_ingest(settings: Settings, params: dict[str, Any]) -> Any:
     from flows.prefect_env import configure_prefect_environment
 
     configure_prefect_environment(settings.workspace)
@@ -125,11 +157,17 @@ def _run_ingest(settings: Settings, kind: str, organ: str | None, count: int, se
     from flows.ingest import IngestParams, ingest_flow  # imports Prefect: only stage commands pay for it
 
     try:
-        params = IngestParams(kind=kind, organ=organ, count=count, seed=seed)
+        validated = IngestParams(**params)
     except ValidationError as err:
         first = err.errors()[0]
-        raise ConfigError(f"invalid --{first['loc'][0]}: {first['msg']}") from None
-    return ingest_flow(params)
+        where = ".".join(str(part) for part in first["loc"]) or "arguments"
+        raise ConfigError(f"invalid {where}: {first['msg']}") from None
+    try:
+        return ingest_flow(validated)
+    except TypeError as err:  # an adapter option the adapter does not take
+        if "unexpected keyword argument" in str(err):
+            raise ConfigError(f"ingest {validated.kind}: {err}") from None
+        raise
 
 
 @labelstudio_app.command("up")

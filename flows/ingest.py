@@ -1,16 +1,21 @@
 """Ingest stage: any source → de-identified, content-addressed images in the catalog (Prefect flow).
 
-The flow only sequences tasks; the logic is in `flows.ingestion` and `flows.sources`.
+The flow only sequences tasks; the logic is in `flows.ingestion` and the adapters in
+`flows.sources`. Items are processed in batches inside one task (a Prefect task per image would
+cost ~10 ms of orchestration each); nothing here depends on the task runner, so a Dask or Ray
+runner can be configured on the flow.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Iterator
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
 
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from flows.catalog import Catalog
 from flows.image_store import ImageStore
@@ -21,26 +26,51 @@ from flows.sources.phantom import PhantomConfig, phantom_items
 from schemas.records import Organ
 from schemas.vocabulary import ORGANS
 
-SourceKind = Literal["phantom"]  # the ingest issue adds: folder manifest buscot ddti dicom hf
+SourceKind = Literal["folder", "manifest", "buscot", "ddti", "dicom", "hf", "phantom"]
+
+# kind → (module, adapter function); imported on use so a run pays only for its own adapter
+ADAPTERS: dict[str, tuple[str, str]] = {
+    "folder": ("flows.sources.folder", "iter_folder_items"),
+    "manifest": ("flows.sources.manifest", "iter_manifest_items"),
+    "buscot": ("flows.sources.buscot", "iter_buscot_items"),
+    "ddti": ("flows.sources.ddti", "iter_ddti_items"),
+    "dicom": ("flows.sources.dicom", "iter_dicom_items"),
+    "hf": ("flows.sources.hf", "iter_hf_items"),
+}
+ORGAN_FREE_ADAPTERS = ("buscot",)  # adapters that know their organ and take no organ argument
 
 
 class IngestParams(BaseModel):
     """Parameters of one ingest run (the form in the Prefect UI)."""
 
     kind: SourceKind = "phantom"
-    organ: Organ | None = Field(default=None, description="only this organ (default: all)")
+    path: str | None = Field(default=None, description="source folder, file or dataset id (not for phantom)")
+    organ: Organ | None = Field(default=None, description="only this organ / the organ of an organ-less source")
     count: int = Field(default=30, ge=1, description="phantom: number of images")
     seed: int = Field(default=0, ge=0, description="phantom: random seed")
+    adapter_options: dict[str, Any] = Field(default_factory=dict, description="adapter keyword options")
     options: IngestOptions = Field(default_factory=IngestOptions)
+
+    @model_validator(mode="after")
+    def _path_for_real_sources(self) -> IngestParams:
+        if self.kind != "phantom" and not self.path:
+            raise ValueError(f"source kind {self.kind!r} needs a path")
+        return self
 
 
 def source_items(params: IngestParams) -> tuple[Iterator[SourceItem], int | None]:
     """The adapter's items and, when known, how many there are."""
-    settings = load_settings()
-    organs = (params.organ,) if params.organ else ORGANS
-    config = PhantomConfig(organs=organs)
-    items = phantom_items(settings.workspace / "sources", seed=params.seed, count=params.count, config=config)
-    return items, params.count
+    if params.kind == "phantom":
+        config = PhantomConfig(organs=(params.organ,) if params.organ else ORGANS)
+        root = load_settings().workspace / "sources"
+        return phantom_items(root, seed=params.seed, count=params.count, config=config), params.count
+    module, function = ADAPTERS[params.kind]
+    adapter = getattr(importlib.import_module(module), function)
+    kwargs = dict(params.adapter_options)
+    if params.kind not in ORGAN_FREE_ADAPTERS:
+        kwargs["organ"] = params.organ
+    source = params.path if params.kind == "hf" else Path(str(params.path))
+    return adapter(source, **kwargs), None
 
 
 @task
@@ -55,6 +85,7 @@ def migrate_catalog() -> str:
 
 @task
 def ingest_source(params: IngestParams) -> IngestSummary:
+    """Read the source and register every item (batched, resumable)."""
     settings = load_settings()
     catalog = Catalog(settings.resolved_catalog_url)
     try:
@@ -65,18 +96,31 @@ def ingest_source(params: IngestParams) -> IngestSummary:
         catalog.close()
 
 
+def summary_markdown(kind: str, summary: IngestSummary) -> str:
+    """Counts per organ, split and quarantine reason, as the run's Prefect artifact shows them."""
+    lines = [
+        f"# Ingest: {kind}",
+        "",
+        "| seen | new images | already ingested | quarantined |",
+        "|---:|---:|---:|---:|",
+        f"| {summary.seen} | {summary.out} | {summary.skipped} | {sum(summary.quarantined.values())} |",
+    ]
+    for title, counts in (
+        ("organ", summary.per_organ),
+        ("split", summary.per_split),
+        ("quarantine reason", summary.quarantined),
+    ):
+        if counts:
+            lines += ["", f"| {title} | images |", "|---|---:|"]
+            lines += [f"| `{key}` | {n} |" for key, n in sorted(counts.items())]
+    return "\n".join(lines) + "\n"
+
+
 @task
 def report_ingest(params: IngestParams, summary: IngestSummary) -> None:
-    lines = [
-        f"# Ingest ({params.kind})",
-        "",
-        "| seen | out | quarantined |",
-        "|---|---|---|",
-        f"| {summary.seen} | {summary.out} | {sum(summary.quarantined.values())} |",
-        "",
-    ]
-    lines += [f"* `{reason}`: {n}" for reason, n in sorted(summary.quarantined.items())]
-    create_markdown_artifact(key="ingest-summary", markdown="\n".join(lines), description="ingest counts")
+    create_markdown_artifact(
+        key="ingest-summary", markdown=summary_markdown(params.kind, summary), description="ingest counts"
+    )
 
 
 @flow(name="ingest")

@@ -1,145 +1,253 @@
 """Ingest logic: source items → de-identified, content-addressed images in the catalog.
 
-Every source adapter yields `SourceItem`s. Each item goes through small checks (each returns a
-snake_case reason or None); an item that fails one is quarantined with that reason and counted in
-the ingest ledger, so `in = out + quarantined` always holds. Re-running the same items rewrites
-the same rows: the ledger is keyed by `source:source_ref` and images by their content id.
+Each item is decoded defensively, cut to its ultrasound region (burned-in text lives outside it),
+checked by small functions that return a snake_case reason, identified by its pixels, grouped with
+its near-duplicates and given a patient-level split. An item that fails is quarantined with its
+reason in the ingest ledger, so `in = out + quarantined` always holds. Nothing the adapter called
+the item (file names, folder names, patient ids) is stored: refs and patient ids become salted
+hashes. Items already settled by an earlier run are skipped, so a re-run rewrites nothing and a
+killed run resumes where it stopped (one catalog transaction per batch).
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from PIL import Image
 from pydantic import BaseModel, Field, ValidationError
 from tqdm import tqdm
 
 from flows.catalog import Catalog, Outcome
+from flows.decode import DecodeError, check_degenerate, decode_image_file, to_declared_mode
 from flows.image_store import ImageStore
-from flows.images import assign_split, image_id, patient_key, phash
+from flows.images import image_id, patient_key, phash
 from flows.sources.base import SourceItem
-from schemas.frames import MAX_ASPECT_RATIO, PATCH_FACTOR
-from schemas.records import ImageRecord, SourceAnnotation
+from flows.splits import SplitAssigner
+from schemas.frames import MAX_ASPECT_RATIO
+from schemas.records import ImageRecord, ReaderAnnotation, SourceAnnotation
 from schemas.vocabulary import ORGANS, VocabularyError
 
 log = logging.getLogger(__name__)
 
 INGEST_BATCH = 64  # images per catalog transaction
+REF_ID_LENGTH = 32
 
 
 class IngestOptions(BaseModel):
     """Run choices of the ingest stage that do not depend on the source."""
 
     test_fraction: float = Field(default=0.2, ge=0.0, le=1.0, description="share of patients in test")
+    test_count_per_organ: int | None = Field(
+        default=None, ge=0, description="instead of a fraction: this many test images per organ (paper: 120)"
+    )
     test_only_organs: tuple[str, ...] = Field(
         default=("thyroid",), description="organs used only for cross-domain testing (paper §3)"
     )
-    min_side: int = Field(default=PATCH_FACTOR, ge=1, description="smaller images cannot be zoomed")
+    near_duplicate_distance: int = Field(
+        default=6, ge=0, le=32, description="pHash Hamming distance at or below which images form one group"
+    )
 
 
 @dataclass
 class IngestSummary:
     seen: int = 0
     out: int = 0
+    skipped: int = 0  # settled by an earlier run
     quarantined: dict[str, int] = field(default_factory=dict)
+    per_organ: dict[str, int] = field(default_factory=dict)
+    per_split: dict[str, int] = field(default_factory=dict)
 
     def add(self, other: IngestSummary) -> None:
         self.seen += other.seen
         self.out += other.out
-        for reason, n in other.quarantined.items():
-            self.quarantined[reason] = self.quarantined.get(reason, 0) + n
+        self.skipped += other.skipped
+        for mine, theirs in (
+            (self.quarantined, other.quarantined),
+            (self.per_organ, other.per_organ),
+            (self.per_split, other.per_split),
+        ):
+            for key, n in theirs.items():
+                mine[key] = mine.get(key, 0) + n
+
+
+@dataclass
+class Outcomes:
+    """What one item became: a new image, an extra ref of a known image, or a quarantine reason."""
+
+    item_key: str
+    image: ImageRecord | None = None
+    annotations: list[SourceAnnotation] = field(default_factory=list)
+    readings: list[ReaderAnnotation] = field(default_factory=list)
+    duplicate_of: str | None = None
+    reason: str | None = None
+
+
+# --------------------------------------------------------------------------- identity of items
+def ref_id(salt: bytes, source: str, source_ref: str) -> str:
+    """Opaque, stable id for an adapter's ref: file and folder names often carry patient names."""
+    return hmac.new(salt, f"{source}:{source_ref}".encode("utf-8", "surrogateescape"), hashlib.sha256).hexdigest()[
+        :REF_ID_LENGTH
+    ]
 
 
 # --------------------------------------------------------------------------- checks
-def check_decoded(item: SourceItem, _options: IngestOptions) -> str | None:
-    return item.error or ("unreadable_image" if item.image is None else None)
+def check_adapter_error(item: SourceItem) -> str | None:
+    return item.error
 
 
-def check_organ(item: SourceItem, _options: IngestOptions) -> str | None:
+def check_organ(item: SourceItem) -> str | None:
     return None if item.organ in ORGANS else "unknown_organ"
 
 
-def check_size(item: SourceItem, options: IngestOptions) -> str | None:
-    assert item.image is not None
-    width, height = item.image.size
-    if min(width, height) < options.min_side:
-        return "image_too_small"
-    return "aspect_ratio_too_extreme" if max(width, height) / min(width, height) > MAX_ASPECT_RATIO else None
+def check_us_region(item: SourceItem, image: Image.Image) -> str | None:
+    if item.us_region is None:
+        return None
+    x1, y1, x2, y2 = item.us_region
+    inside = 0 <= x1 < x2 <= image.width and 0 <= y1 < y2 <= image.height
+    return None if inside else "ultrasound_region_outside_image"
 
 
-CHECKS: tuple[Callable[[SourceItem, IngestOptions], str | None], ...] = (check_decoded, check_organ, check_size)
+def check_aspect(image: Image.Image) -> str | None:
+    return "aspect_ratio_too_extreme" if max(image.size) / min(image.size) > MAX_ASPECT_RATIO else None
 
 
-# --------------------------------------------------------------------------- de-identification
-def deidentify(item: SourceItem) -> tuple[Image.Image, tuple[int, int]]:
-    """Cut the image to its ultrasound region (burned-in text lives outside it); return the offset."""
-    assert item.image is not None
-    image = item.image
-    if image.mode not in ("L", "RGB"):
-        image = image.convert("RGB")
+ITEM_CHECKS: tuple[Callable[[SourceItem], str | None], ...] = (check_adapter_error, check_organ)
+
+
+# --------------------------------------------------------------------------- steps
+def load_pixels(item: SourceItem) -> Image.Image | str:
+    """The item's pixels in a declared mode (decoding its file if the adapter did not), or a reason."""
+    try:
+        if item.image is not None:
+            return to_declared_mode(item.image)
+        if item.path is None:
+            return "unreadable_image"
+        return decode_image_file(item.path)
+    except DecodeError as err:
+        return err.reason
+
+
+def deidentify(item: SourceItem, image: Image.Image) -> tuple[Image.Image, tuple[int, int]]:
+    """Cut the image to its ultrasound region; return it and the offset of the cut."""
     if item.us_region is None:
         return image.copy(), (0, 0)
     x1, y1, x2, y2 = item.us_region
     return image.crop((x1, y1, x2, y2)), (x1, y1)
 
 
-def _shift_box(box: list[float] | None, offset: tuple[int, int], size: tuple[int, int]) -> list[float] | None:
-    if box is None:
-        return None
+def _shift_box(box: Any, offset: tuple[int, int]) -> Any:
+    """A source-frame box in the frame of the cut image (validated later by the record)."""
+    if not isinstance(box, list | tuple) or len(box) != 4:
+        return box
     dx, dy = offset
-    x1, y1, x2, y2 = box[0] - dx, box[1] - dy, box[2] - dx, box[3] - dy
-    return [max(0.0, x1), max(0.0, y1), min(float(size[0]), x2), min(float(size[1]), y2)]
+    return [box[0] - dx, box[1] - dy, box[2] - dx, box[3] - dy]
 
 
-# --------------------------------------------------------------------------- registration
-def _register_one(
-    item: SourceItem, store: ImageStore, salt: bytes, options: IngestOptions, seen_ids: dict[str, str]
-) -> tuple[ImageRecord | None, list[SourceAnnotation], str | None]:
-    """The image record and annotations of one item, or the reason it is quarantined."""
-    for check in CHECKS:
-        if reason := check(item, options):
-            return None, [], reason
-    image, offset = deidentify(item)
-    content_id = image_id(image)
-    if seen_ids.get(content_id, item.item_key) != item.item_key:
-        return None, [], "duplicate_image"
-    key = patient_key(salt, item.patient_id, content_id)
-    try:
-        annotations = [
-            SourceAnnotation(
-                image_id=content_id,
-                organ=item.organ,
-                lesion_index=k,
-                origin=a.get("origin", item.source),
-                box=_shift_box(a.get("box"), offset, image.size),
-                attributes=a.get("attributes", {}),
-                confidence=a.get("confidence", {}),
-                image_width=image.width,
-                image_height=image.height,
-            )
-            for k, a in enumerate(item.annotations)
-        ]
-    except ValidationError as err:
-        vocabulary = any(isinstance(e.get("ctx", {}).get("error"), VocabularyError) for e in err.errors())
-        return None, [], "attribute_not_in_vocabulary" if vocabulary else "invalid_source_annotation"
-    record = ImageRecord(
-        image_id=content_id,
-        organ=item.organ,
-        source=item.source,
-        source_ref=item.source_ref,
-        patient_key=key,
-        width=image.width,
-        height=image.height,
-        phash=phash(image),
-        split=assign_split(
-            key, item.organ, test_fraction=options.test_fraction, test_only_organs=options.test_only_organs
-        ),
-        storage_key=store.put(content_id, image),
-    )
-    seen_ids[content_id] = item.item_key
-    return record, annotations, None
+def _lesion_records(
+    item: SourceItem, content_id: str, size: tuple[int, int], offset: tuple[int, int]
+) -> tuple[list[SourceAnnotation], list[ReaderAnnotation]]:
+    width, height = size
+    annotations = [
+        SourceAnnotation(
+            image_id=content_id,
+            organ=item.organ,
+            lesion_index=k,
+            origin=a.get("origin", item.source),
+            box=_shift_box(a.get("box"), offset),
+            attributes=a.get("attributes", {}),
+            confidence=a.get("confidence", {}),
+            image_width=width,
+            image_height=height,
+        )
+        for k, a in enumerate(item.annotations)
+    ]
+    readings = [
+        ReaderAnnotation(
+            image_id=content_id,
+            organ=item.organ,
+            reader=r["reader"],
+            lesion_index=r.get("lesion_index", 0),
+            box=_shift_box(r.get("box"), offset),
+            attributes=r.get("attributes", {}),
+            image_width=width,
+            image_height=height,
+        )
+        for r in item.readings
+    ]
+    return annotations, readings
+
+
+def _annotation_reason(err: ValidationError) -> str:
+    if any(isinstance(e.get("ctx", {}).get("error"), VocabularyError) for e in err.errors()):
+        return "attribute_not_in_vocabulary"
+    return "invalid_source_annotation"
+
+
+class Registrar:
+    """Turns items into outcomes; holds what the run knows (ids, groups, splits) between items."""
+
+    def __init__(self, catalog: Catalog, store: ImageStore, salt: bytes, options: IngestOptions) -> None:
+        self.store, self.salt, self.options = store, salt, options
+        self.splits = SplitAssigner(
+            test_fraction=options.test_fraction,
+            test_only_organs=options.test_only_organs,
+            near_duplicate_distance=options.near_duplicate_distance,
+            test_count_per_organ=options.test_count_per_organ,
+        )
+        self.known_ids: set[str] = set()
+        for known in catalog.known_images():
+            self.splits.remember(known)
+            self.known_ids.add(known.image_id)
+
+    def register(self, item: SourceItem) -> Outcomes:
+        ref = ref_id(self.salt, item.source, item.source_ref)
+        outcome = Outcomes(item_key=f"{item.source}:{ref}")
+        for check in ITEM_CHECKS:
+            if reason := check(item):
+                outcome.reason = reason
+                return outcome
+        raw = load_pixels(item)
+        if isinstance(raw, str) or (raw_reason := check_us_region(item, raw)):
+            outcome.reason = raw if isinstance(raw, str) else raw_reason
+            return outcome
+        image, offset = deidentify(item, raw)
+        del raw  # the frame with burned-in text is not kept a moment longer than needed
+        if reason := check_degenerate(image) or check_aspect(image):
+            outcome.reason = reason
+            return outcome
+        content_id = image_id(image)
+        if content_id in self.known_ids:
+            outcome.duplicate_of, outcome.reason = content_id, "exact_duplicate"
+            return outcome
+        try:
+            outcome.annotations, outcome.readings = _lesion_records(item, content_id, image.size, offset)
+        except ValidationError as err:
+            outcome.reason = _annotation_reason(err)
+            return outcome
+        key = patient_key(self.salt, item.patient_id, content_id)
+        perceptual = phash(image)
+        split, group = self.splits.assign(content_id, item.organ, key, perceptual)
+        outcome.image = ImageRecord(
+            image_id=content_id,
+            organ=item.organ,
+            source=item.source,
+            source_ref=ref,
+            patient_key=key,
+            width=image.width,
+            height=image.height,
+            phash=perceptual,
+            split=split,
+            dup_group=group,
+            source_metadata=item.metadata,
+            storage_key=self.store.put(content_id, image),
+        )
+        self.known_ids.add(content_id)
+        return outcome
 
 
 def register_items(
@@ -153,32 +261,52 @@ def register_items(
 ) -> IngestSummary:
     """De-identify, check, store and catalog every item; one transaction per batch (resumable)."""
     summary = IngestSummary()
-    seen_ids = catalog.image_source_keys()
-    batch: list[tuple[SourceItem, ImageRecord | None, list[SourceAnnotation], str | None]] = []
+    registrar = Registrar(catalog, store, salt, options)
+    settled = catalog.stage_item_keys("ingest")
+    batch: list[Outcomes] = []
     for item in tqdm(items, total=total, desc="ingest", unit="img", disable=None):
-        batch.append((item, *_register_one(item, store, salt, options, seen_ids)))
+        if f"{item.source}:{ref_id(salt, item.source, item.source_ref)}" in settled:
+            summary.seen += 1
+            summary.skipped += 1
+            continue
+        batch.append(registrar.register(item))
         if len(batch) >= INGEST_BATCH:
             summary.add(_flush(catalog, batch))
             batch = []
     summary.add(_flush(catalog, batch))
-    log.info("ingest: %d seen, %d out, quarantined %s", summary.seen, summary.out, summary.quarantined)
+    log.info(
+        "ingest: %d seen, %d new, %d already ingested, quarantined %s",
+        summary.seen,
+        summary.out,
+        summary.skipped,
+        summary.quarantined,
+    )
     return summary
 
 
-def _flush(
-    catalog: Catalog, batch: list[tuple[SourceItem, ImageRecord | None, list[SourceAnnotation], str | None]]
-) -> IngestSummary:
+def _flush(catalog: Catalog, batch: list[Outcomes]) -> IngestSummary:
     summary = IngestSummary(seen=len(batch))
-    ledger = []
-    for item, record, _annotations, reason in batch:
-        if reason is None:
-            assert record is not None
+    ledger: list[tuple[str, Outcome, str | None, str | None]] = []
+    sources: list[tuple[str, str, str]] = []
+    for outcome in batch:
+        source, ref = outcome.item_key.split(":", 1)
+        if outcome.image is not None:
             summary.out += 1
-            ledger.append((item.item_key, Outcome.out, None, record.image_id))
+            summary.per_organ[outcome.image.organ] = summary.per_organ.get(outcome.image.organ, 0) + 1
+            summary.per_split[outcome.image.split] = summary.per_split.get(outcome.image.split, 0) + 1
+            ledger.append((outcome.item_key, Outcome.out, None, outcome.image.image_id))
+            sources.append((source, ref, outcome.image.image_id))
         else:
-            summary.quarantined[reason] = summary.quarantined.get(reason, 0) + 1
-            ledger.append((item.item_key, Outcome.quarantined, reason, None))
+            assert outcome.reason is not None
+            summary.quarantined[outcome.reason] = summary.quarantined.get(outcome.reason, 0) + 1
+            ledger.append((outcome.item_key, Outcome.quarantined, outcome.reason, outcome.duplicate_of))
+            if outcome.duplicate_of:  # one image, several refs
+                sources.append((source, ref, outcome.duplicate_of))
     catalog.save_ingested(
-        [r for _, r, _, _ in batch if r is not None], [a for _, _, anns, _ in batch for a in anns], ledger
+        [o.image for o in batch if o.image is not None],
+        [a for o in batch for a in o.annotations],
+        ledger,
+        sources=sources,
+        readings=[r for o in batch for r in o.readings],
     )
     return summary

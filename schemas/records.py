@@ -58,6 +58,10 @@ class ImageRecord(Record):
     status: RecordStatus = RecordStatus.ok
     quarantine_reason: str | None = None
     storage_key: str = Field(default="", description="key of the PNG in the image store")
+    dup_group: str | None = Field(default=None, description="image id that founded its near-duplicate group")
+    source_metadata: dict[str, Any] = Field(
+        default_factory=dict, description="allow-listed, non-identifying source facts (pixel spacing, class, ...)"
+    )
     created_at: datetime = Field(default_factory=_now)
 
     @model_validator(mode="after")

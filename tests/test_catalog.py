@@ -48,20 +48,23 @@ def catalog(catalog_url):
 
 
 def test_fresh_catalog_is_at_head_and_models_match_migrations(catalog):
-    assert catalog.revision() == catalog.head_revision() == "0002"
+    assert catalog.revision() == catalog.head_revision() == "0003"
     with catalog.engine.connect() as conn:
         assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
 
 
 def test_save_and_read_back_records(catalog):
     ledger = [(f"phantom:img{n}.png", Outcome.out, None, f"{n:064x}") for n in range(3)]
-    catalog.save_ingested([_image(n) for n in range(3)], [_annotation(n) for n in range(3)], ledger)
+    sources = [("phantom", f"ref{n}", f"{n:064x}") for n in range(3)] + [("folder", "dup", f"{1:064x}")]
+    catalog.save_ingested([_image(n) for n in range(3)], [_annotation(n) for n in range(3)], ledger, sources=sources)
     image = catalog.get_image(f"{1:064x}")
     assert image == _image(1).model_copy(update={"created_at": image.created_at})
     [annotation] = catalog.source_annotations(f"{1:064x}")
     assert annotation.attributes == {"echogenicity": "Hypoechoic"} and annotation.box == [1, 2, 30, 40]
     assert [i.image_id for i in catalog.iter_images(organ="liver")] == [f"{n:064x}" for n in range(3)]
-    assert catalog.image_source_keys()[f"{2:064x}"] == "phantom:img2.png"
+    assert catalog.image_refs(f"{1:064x}") == [("folder", "dup"), ("phantom", "ref1")]
+    assert catalog.stage_item_keys("ingest") == {f"phantom:img{n}.png" for n in range(3)}
+    assert [k.image_id for k in catalog.known_images()][:1] and len(list(catalog.known_images())) == 3
 
 
 def test_upserts_are_idempotent(catalog):
@@ -71,12 +74,12 @@ def test_upserts_are_idempotent(catalog):
     assert (counts["images"], counts["source_annotations"], counts["stage_items"]) == (1, 1, 1)
 
 
-def test_upsert_updates_fields_but_keeps_first_seen_time(catalog):
+def test_upsert_updates_fields_but_keeps_first_seen_time_and_split(catalog):
     first = _image(1, created_at=datetime(2026, 1, 1, tzinfo=UTC))
     catalog.save_ingested([first], [], [])
-    catalog.save_ingested([_image(1, split="test")], [], [])
+    catalog.save_ingested([_image(1, split="test", phash="1111111111111111")], [], [])
     stored = catalog.get_image(f"{1:064x}")
-    assert stored.split == "test"
+    assert stored.split == "train" and stored.phash == "1111111111111111"  # a split never changes
     assert stored.created_at.replace(tzinfo=UTC) == datetime(2026, 1, 1, tzinfo=UTC)
 
 
@@ -124,7 +127,8 @@ def test_existing_catalog_upgrades_in_place(catalog_url):
         )
     old.close()
     upgraded = Catalog(catalog_url)  # opening upgrades to head
-    assert upgraded.revision() == "0002"
+    assert upgraded.revision() == "0003"
+    assert upgraded.image_refs("b" * 64) == [("phantom", "x")]  # 0003 back-fills the source refs
     assert upgraded.get_image("b" * 64).organ == "liver"
     assert upgraded.status()["stages"]["ingest"]["in"] == 0
     upgraded.close()

@@ -81,13 +81,18 @@ def test_console_script_is_installed_and_documents_every_command():
         ["publish", "ds"],
         ["labelstudio", "up"],
         ["dataset", "path", "ds", "--version", "v1.0.0"],
-        ["ingest", "dicom", "/nowhere"],
         ["train", "--dataset", "d", "--version", "v1.0.0", "--recipe", "r"],
     ],
 )
 def test_stages_not_built_yet_say_so_and_exit_2(argv, workspace, capsys):
     assert main(argv) == 2
     assert "not built yet" in capsys.readouterr().err
+
+
+def test_missing_source_path_is_a_one_line_error(workspace, capsys):
+    assert main(["ingest", "dicom", str(workspace / "nowhere")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "does not exist" in err
 
 
 def test_unknown_source_kind_is_a_one_line_error(workspace, capsys):

@@ -6,7 +6,7 @@ from PIL import Image
 
 from flows.catalog import Catalog
 from flows.image_store import ImageStore
-from flows.ingestion import IngestOptions, register_items
+from flows.ingestion import IngestOptions, ref_id, register_items
 from flows.sources.base import SourceItem
 from flows.sources.phantom import HEADER_HEIGHT, phantom_items
 
@@ -46,19 +46,20 @@ def _ingest(items, catalog, store):
 
 def test_phantom_ingest_deidentifies_and_is_idempotent(tmp_path, catalog, store):
     items = list(phantom_items(tmp_path / "src", seed=0, count=6))
+    raw = items[0]
+    raw_pixels = np.asarray(raw.image)
     first = _ingest(items, catalog, store)
     assert (first.seen, first.out, first.quarantined) == (6, 6, {})
     again = _ingest(list(phantom_items(tmp_path / "src", seed=0, count=6)), catalog, store)
-    assert (again.seen, again.out) == (6, 6)
+    assert (again.seen, again.out, again.skipped) == (6, 0, 6)
     assert catalog.table_counts()["images"] == 6
     assert catalog.status()["stages"]["ingest"] == {"in": 6, "out": 6, "quarantined": {}}
 
-    raw = items[0]
-    record = next(r for r in catalog.iter_images() if r.source_ref == raw.source_ref)
-    stored = store.open(record.storage_key)
-    assert stored.size == (raw.image.width, raw.image.height - HEADER_HEIGHT)  # the header band is gone
-    assert np.array_equal(np.asarray(stored), np.asarray(raw.image)[HEADER_HEIGHT:])
-    assert "PH" not in record.patient_key and raw.patient_id not in record.model_dump_json()
+    record = next(r for r in catalog.iter_images() if r.source_ref == ref_id(SALT, "phantom", raw.source_ref))
+    stored = np.asarray(store.open(record.storage_key))
+    assert stored.shape == (raw_pixels.shape[0] - HEADER_HEIGHT, raw_pixels.shape[1])  # the header band is gone
+    assert np.array_equal(stored, raw_pixels[HEADER_HEIGHT:])
+    assert raw.patient_id not in record.model_dump_json() and raw.source_ref not in record.model_dump_json()
     [annotation] = catalog.source_annotations(record.image_id)[:1]
     raw_box = raw.annotations[0]["box"]
     assert annotation.box == pytest.approx(
@@ -80,6 +81,8 @@ def test_images_of_one_patient_share_key_and_split(tmp_path, catalog, store):
     [
         (_item("broken.png", image=None, error="unreadable_image"), "unreadable_image"),
         (_item("tiny.png", image=_noise(20, 20)), "image_too_small"),
+        (_item("blank.png", image=Image.new("L", (64, 48), 7)), "near_constant_image"),
+        (_item("region.png", us_region=[0, 0, 500, 48]), "ultrasound_region_outside_image"),
         (_item("sliver.png", image=_noise(6000, 29)), "aspect_ratio_too_extreme"),
         (_item("kidney.png", organ="kidney"), "unknown_organ"),
         (_item("badbox.png", annotations=[{"box": [10, 10, 5, 20]}]), "invalid_source_annotation"),
@@ -92,12 +95,14 @@ def test_each_bad_input_is_quarantined_with_its_reason(item, reason, catalog, st
     assert catalog.status()["stages"]["ingest"] == {"in": 2, "out": 1, "quarantined": {reason: 1}}
 
 
-def test_same_pixels_from_another_source_item_is_a_duplicate(catalog, store):
+def test_same_pixels_from_another_source_item_is_one_image_with_two_refs(catalog, store):
     image = _noise(seed=42)
     summary = _ingest([_item("a.png", image=image), _item("b.png", image=image.copy())], catalog, store)
-    assert summary.out == 1 and summary.quarantined == {"duplicate_image": 1}
-    again = _ingest([_item("a.png", image=image)], catalog, store)  # the original item is not its own duplicate
-    assert again.out == 1 and again.quarantined == {}
+    assert summary.out == 1 and summary.quarantined == {"exact_duplicate": 1}
+    [record] = catalog.iter_images()
+    assert len(catalog.image_refs(record.image_id)) == 2
+    again = _ingest([_item("a.png", image=image), _item("b.png", image=image)], catalog, store)
+    assert (again.out, again.skipped, again.quarantined) == (0, 2, {})
 
 
 def test_store_is_content_addressed_and_never_rewrites(tmp_path, store):

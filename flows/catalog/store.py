@@ -26,11 +26,14 @@ from flows.catalog.tables import (
     Base,
     ConsensusRow,
     ImageRow,
+    ImageSourceRow,
+    ReaderAnnotationRow,
     ReleaseRow,
     SourceAnnotationRow,
     StageItemRow,
 )
-from schemas.records import ImageRecord, RecordStatus, SourceAnnotation
+from flows.splits import KnownImage
+from schemas.records import ImageRecord, ReaderAnnotation, RecordStatus, SourceAnnotation
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 STAGES = ("ingest", "annotate", "pull", "consensus", "synthesize", "publish")
@@ -116,18 +119,26 @@ class Catalog:
         images: Iterable[ImageRecord],
         annotations: Iterable[SourceAnnotation],
         ledger: Iterable[tuple[str, Outcome, str | None, str | None]],
+        *,
+        sources: Iterable[tuple[str, str, str]] = (),
+        readings: Iterable[ReaderAnnotation] = (),
     ) -> None:
-        """Upsert images, their source annotations and the ingest ledger in one transaction."""
+        """Upsert images, their source refs `(source, ref_id, image_id)`, annotations, readings and the
+        ingest ledger in one transaction: a batch is in the catalog entirely or not at all."""
         now = datetime.now(UTC)
         image_rows = [image.model_dump(mode="python") for image in images]
         for row in image_rows:
             row["status"] = str(row["status"])
+        source_rows = [{"source": s, "ref_id": r, "image_id": i} for s, r, i in sources]
         annotation_rows = [a.model_dump(mode="json") for a in annotations]
+        reading_rows = [r.model_dump(mode="json") for r in readings]
         with Session(self.engine) as session, session.begin():
-            self._upsert(session, ImageRow.__table__, image_rows, ["image_id"], keep=("created_at",))
+            self._upsert(session, ImageRow.__table__, image_rows, ["image_id"], keep=("created_at", "split"))
+            self._upsert(session, ImageSourceRow.__table__, source_rows, ["source", "ref_id"])
             self._upsert(
                 session, SourceAnnotationRow.__table__, annotation_rows, ["image_id", "origin", "lesion_index"]
             )
+            self._upsert(session, ReaderAnnotationRow.__table__, reading_rows, ["image_id", "reader", "lesion_index"])
             self._record_items(session, "ingest", ledger, now)
 
     def record_stage_items(self, stage: str, items: Iterable[tuple[str, Outcome, str | None, str | None]]) -> None:
@@ -178,13 +189,35 @@ class Catalog:
             for row in session.scalars(query.execution_options(yield_per=UPSERT_BATCH)):
                 yield _image_record(row)
 
-    def image_source_keys(self) -> dict[str, str]:
-        """image id → `source:source_ref` of the item that first brought it (for duplicate checks)."""
-        query = select(StageItemRow.record_key, StageItemRow.item_key).where(
-            StageItemRow.stage == "ingest", StageItemRow.outcome == str(Outcome.out)
-        )
+    def stage_item_keys(self, stage: str) -> set[str]:
+        """Keys of the items a stage has already settled (out or quarantined)."""
         with Session(self.engine) as session:
-            return {record_key: item_key for record_key, item_key in session.execute(query)}
+            return set(session.scalars(select(StageItemRow.item_key).where(StageItemRow.stage == stage)))
+
+    def known_images(self) -> Iterator[KnownImage]:
+        """The facts split assignment needs about every ingested image, oldest first."""
+        query = select(
+            ImageRow.image_id, ImageRow.organ, ImageRow.patient_key, ImageRow.phash, ImageRow.split, ImageRow.dup_group
+        ).order_by(ImageRow.created_at, ImageRow.image_id)
+        with Session(self.engine) as session:
+            for row in session.execute(query.execution_options(yield_per=5000)):
+                yield KnownImage(*row)
+
+    def image_refs(self, image_id: str) -> list[tuple[str, str]]:
+        """Every `(source, ref_id)` that brought this image."""
+        query = select(ImageSourceRow.source, ImageSourceRow.ref_id).where(ImageSourceRow.image_id == image_id)
+        with Session(self.engine) as session:
+            return sorted((source, ref) for source, ref in session.execute(query))
+
+    def reader_annotations(self, image_id: str) -> list[ReaderAnnotation]:
+        query = select(ReaderAnnotationRow).where(ReaderAnnotationRow.image_id == image_id)
+        with Session(self.engine) as session:
+            return [
+                ReaderAnnotation.model_validate(
+                    {c.name: getattr(row, c.name) for c in ReaderAnnotationRow.__table__.columns if c.name != "id"}
+                )
+                for row in session.scalars(query.order_by(ReaderAnnotationRow.reader, ReaderAnnotationRow.lesion_index))
+            ]
 
     def source_annotations(self, image_id: str) -> list[SourceAnnotation]:
         query = (
@@ -278,4 +311,6 @@ def _image_record(row: ImageRow) -> ImageRecord:
         quarantine_reason=row.quarantine_reason,
         storage_key=row.storage_key,
         created_at=row.created_at,
+        dup_group=row.dup_group,
+        source_metadata=row.source_metadata or {},
     )

@@ -35,6 +35,18 @@ class ImageRow(Base):
     quarantine_reason: Mapped[str | None] = mapped_column(String(128))
     storage_key: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    dup_group: Mapped[str | None] = mapped_column(String(ID_LENGTH), index=True)
+    source_metadata: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
+class ImageSourceRow(Base):
+    """Every source item that brought an image: exact duplicates become one image with several refs."""
+
+    __tablename__ = "image_sources"
+
+    source: Mapped[str] = mapped_column(String(64), primary_key=True)
+    ref_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    image_id: Mapped[str] = mapped_column(ForeignKey("images.image_id"), index=True)
 
 
 class SourceAnnotationRow(Base):
@@ -127,5 +139,5 @@ class ReleaseRow(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
-RECORD_TABLES = ("images", "source_annotations", "reader_annotations", "consensus", "rationales")
+RECORD_TABLES = ("images", "image_sources", "source_annotations", "reader_annotations", "consensus", "rationales")
 LEDGER_TABLES = ("stage_items", "releases")
