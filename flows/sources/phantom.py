@@ -348,16 +348,6 @@ def iter_cases(seed: int, count: int, config: PhantomConfig = PhantomConfig(), s
         yield generate_case(seed, index, config)
 
 
-def write_manifest(entries: list[dict[str, Any]], folder: Path, config: PhantomConfig, seed: int) -> Path:
-    path = folder / MANIFEST_NAME
-    header = {"phantom_config": asdict(config), "seed": seed}
-    with path.open("w") as fh:
-        fh.write(json.dumps(header) + "\n")
-        for entry in entries:
-            fh.write(json.dumps(entry) + "\n")
-    return path
-
-
 def config_digest(config: PhantomConfig, seed: int) -> str:
     """Short hash of everything that shapes the output: the folder name, so configs never mix."""
     payload = json.dumps({"config": asdict(config), "seed": seed}, sort_keys=True)
@@ -374,29 +364,36 @@ def phantom_items(
     """
     folder = root / f"phantom-s{seed}-{config_digest(config, seed)}"
     folder.mkdir(parents=True, exist_ok=True)
-    entries = []
-    for index in range(count):
-        entry_path = folder / f"{case_name(seed, index)}.json"
-        if entry_path.exists():
-            entry = json.loads(entry_path.read_text())
-        else:
-            entry = write_case(generate_case(seed, index, config), seed, folder)
-            tmp = entry_path.with_suffix(".partial")
-            tmp.write_text(json.dumps(entry))
-            tmp.replace(entry_path)
-        entries.append(entry)
-        with Image.open(folder / entry["file"]) as image:
-            image.load()
-        yield SourceItem(
-            source="phantom",
-            source_ref=entry["file"],
-            organ=entry["organ"],
-            image=image,
-            patient_id=entry["patient_id"],
-            us_region=entry["us_region"],
-            annotations=[
-                {"box": lesion["box"], "attributes": lesion["attributes"], "origin": "phantom"}
-                for lesion in entry["lesions"]
-            ],
-        )
-    write_manifest(entries, folder, config, seed)
+    manifest = folder / f"{MANIFEST_NAME}.partial"
+    with manifest.open("w") as lines:  # streamed: memory does not grow with the count
+        lines.write(json.dumps({"phantom_config": asdict(config), "seed": seed}) + "\n")
+        for index in range(count):
+            entry = _case_entry(folder, seed, index, config)
+            lines.write(json.dumps(entry) + "\n")
+            with Image.open(folder / entry["file"]) as image:
+                image.load()
+            yield SourceItem(
+                source="phantom",
+                source_ref=entry["file"],
+                organ=entry["organ"],
+                image=image,
+                patient_id=entry["patient_id"],
+                us_region=entry["us_region"],
+                annotations=[
+                    {"box": lesion["box"], "attributes": lesion["attributes"], "origin": "phantom"}
+                    for lesion in entry["lesions"]
+                ],
+            )
+    manifest.replace(folder / MANIFEST_NAME)
+
+
+def _case_entry(folder: Path, seed: int, index: int, config: PhantomConfig) -> dict[str, Any]:
+    """The case's manifest entry, generating the case first unless an earlier run finished it."""
+    entry_path = folder / f"{case_name(seed, index)}.json"
+    if entry_path.exists():
+        return json.loads(entry_path.read_text())
+    entry = write_case(generate_case(seed, index, config), seed, folder)
+    tmp = entry_path.with_suffix(".partial")
+    tmp.write_text(json.dumps(entry))
+    tmp.replace(entry_path)
+    return entry
