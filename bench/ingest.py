@@ -1,0 +1,138 @@
+"""Ingest throughput and memory, from one run on the same files.
+
+    .venv/bin/python bench/ingest.py throughput [--count 300]
+    .venv/bin/python bench/ingest.py memory [--small 2000] [--large 20000] [--width 320 --height 240]
+
+throughput: phantom PNGs are written once (not timed); then a bare loop that only decodes and
+PNG-encodes each file is timed against `register_items` over the same files (folder adapter,
+fresh SQLite catalog and image store). Prints ingest throughput / bare throughput (target ≥ 0.6).
+
+memory: ingests `small` and then `large` phantom files, each in a fresh child process, and prints
+the peak RSS of each and their ratio (target ≤ 1.3: memory must not grow with the data set).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from PIL import Image
+
+from flows.sources.phantom import PhantomConfig, iter_cases
+
+THROUGHPUT_TARGET = 0.6
+MEMORY_TARGET = 1.3
+
+
+def write_phantom_files(folder: Path, count: int, width: int, height: int) -> list[Path]:
+    """Phantom images as plain PNG files (only the image, as a hospital export would have)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    config = PhantomConfig(width=width, height=height, organs=("breast",))
+    paths = []
+    for case in iter_cases(seed=7, count=count, config=config):
+        path = folder / f"img{case.index:06d}.png"
+        if not path.exists():
+            Image.fromarray(case.image).save(path, compress_level=1)
+        paths.append(path)
+    return paths
+
+
+def bare_loop(paths: list[Path]) -> float:
+    start = time.perf_counter()
+    for path in paths:
+        with Image.open(path) as image:
+            image.load()
+            image.save(io.BytesIO(), format="PNG", compress_level=3)
+    return time.perf_counter() - start
+
+
+def ingest_folder(folder: Path, work: Path) -> tuple[float, dict]:
+    from flows.catalog import Catalog
+    from flows.image_store import ImageStore
+    from flows.ingestion import IngestOptions, register_items
+    from flows.sources.folder import iter_folder_items
+
+    catalog = Catalog(f"sqlite:///{work / 'catalog.sqlite'}")
+    store = ImageStore(str(work / "images"))
+    start = time.perf_counter()
+    summary = register_items(
+        iter_folder_items(folder, organ="breast", layout="plain"), catalog, store, b"bench-salt", IngestOptions()
+    )
+    elapsed = time.perf_counter() - start
+    catalog.close()
+    return elapsed, {"seen": summary.seen, "out": summary.out, "quarantined": summary.quarantined}
+
+
+def throughput(count: int, width: int, height: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = write_phantom_files(Path(tmp) / "files", count, width, height)
+        bare = bare_loop(paths)
+        work = Path(tmp) / "work"
+        work.mkdir()
+        ingest, summary = ingest_folder(Path(tmp) / "files", work)
+    ratio = bare / ingest
+    print(f"files: {count} phantom PNGs of {width}x{height}; ingest summary {summary}")
+    print(f"bare decode + PNG encode: {bare:.2f} s ({count / bare:.1f} img/s)")
+    print(f"register_items:           {ingest:.2f} s ({count / ingest:.1f} img/s)")
+    print(
+        f"throughput ratio ingest / bare: {ratio:.2f} (target >= {THROUGHPUT_TARGET}: "
+        f"{'met' if ratio >= THROUGHPUT_TARGET else 'MISSED'})"
+    )
+
+
+def _child(folder: str, work: str) -> None:
+    elapsed, summary = ingest_folder(Path(folder), Path(work))
+    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"elapsed": elapsed, "peak_mib": peak_kib / 1024, **summary}))
+
+
+def memory(small: int, large: int, width: int, height: int, keep: Path | None) -> None:
+    root = keep or Path(tempfile.mkdtemp(prefix="lookcloser-bench-"))
+    results = {}
+    for count in (small, large):
+        files = root / f"files-{count}"
+        write_phantom_files(files, count, width, height)
+        with tempfile.TemporaryDirectory() as work:
+            out = subprocess.run(
+                [sys.executable, __file__, "_child", str(files), work], capture_output=True, text=True, check=True
+            )
+        results[count] = json.loads(out.stdout.strip().splitlines()[-1])
+        print(
+            f"{count:>6} images: peak RSS {results[count]['peak_mib']:.0f} MiB, "
+            f"{results[count]['elapsed']:.1f} s, out {results[count]['out']}"
+        )
+    ratio = results[large]["peak_mib"] / results[small]["peak_mib"]
+    print(
+        f"peak RSS ratio {large}/{small}: {ratio:.2f} (target <= {MEMORY_TARGET}: "
+        f"{'met' if ratio <= MEMORY_TARGET else 'MISSED'})"
+    )
+
+
+def main() -> None:
+    if len(sys.argv) == 4 and sys.argv[1] == "_child":
+        _child(sys.argv[2], sys.argv[3])
+        return
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("mode", choices=["throughput", "memory"])
+    parser.add_argument("--count", type=int, default=300)
+    parser.add_argument("--small", type=int, default=2000)
+    parser.add_argument("--large", type=int, default=20000)
+    parser.add_argument("--width", type=int, default=640)
+    parser.add_argument("--height", type=int, default=480)
+    parser.add_argument("--keep", type=Path, default=None, help="keep generated files here (reused next time)")
+    args = parser.parse_args()
+    if args.mode == "throughput":
+        throughput(args.count, args.width, args.height)
+    else:
+        memory(args.small, args.large, args.width, args.height, args.keep)
+
+
+if __name__ == "__main__":
+    main()
