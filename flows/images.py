@@ -22,7 +22,8 @@ def image_id(image: Image.Image) -> str:
 
 def phash(image: Image.Image) -> str:
     """64-bit DCT perceptual hash (Zauner 2010) as 16 hex digits; near-duplicates differ in few bits."""
-    small = image.convert("L").resize((PHASH_SIZE, PHASH_SIZE), Image.Resampling.LANCZOS)
+    # reducing_gap: box-reduce first, then Lanczos on the small image (same hash in a fraction of the time)
+    small = image.convert("L").resize((PHASH_SIZE, PHASH_SIZE), Image.Resampling.LANCZOS, reducing_gap=3.0)
     coefficients = dctn(np.asarray(small, dtype=np.float64), norm="ortho")[:8, :8]
     bits = (coefficients > np.median(coefficients.ravel()[1:])).ravel()  # DC term left out of the median
     return f"{int(''.join('1' if b else '0' for b in bits), 2):016x}"

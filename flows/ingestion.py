@@ -135,7 +135,7 @@ def load_pixels(item: SourceItem) -> Image.Image | str:
 def deidentify(item: SourceItem, image: Image.Image) -> tuple[Image.Image, tuple[int, int]]:
     """Cut the image to its ultrasound region; return it and the offset of the cut."""
     if item.us_region is None:
-        return image.copy(), (0, 0)
+        return image, (0, 0)
     x1, y1, x2, y2 = item.us_region
     return image.crop((x1, y1, x2, y2)), (x1, y1)
 
