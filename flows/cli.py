@@ -112,6 +112,9 @@ def ingest(
     test_count_per_organ: Annotated[
         int | None, typer.Option(help="fixed number of test images per organ instead of a fraction")
     ] = None,
+    near_duplicate_distance: Annotated[
+        int | None, typer.Option(help="pHash Hamming distance at or below which images share a group (default 6)")
+    ] = None,
 ) -> None:
     """Ingest a source into the catalog and image store (idempotent: re-runs change nothing)."""
     if kind not in INGEST_KINDS:
@@ -126,8 +129,8 @@ def ingest(
         "seed": seed,
         "adapter_options": _parse_options(option or []),
     }
-    if test_count_per_organ is not None:
-        params["options"] = {"test_count_per_organ": test_count_per_organ}
+    split_options = {"test_count_per_organ": test_count_per_organ, "near_duplicate_distance": near_duplicate_distance}
+    params["options"] = {k: v for k, v in split_options.items() if v is not None}
     summary = _run_ingest(_settings(), params)
     console.print(
         f"ingest: {summary.seen} seen, {summary.out} new, {summary.skipped} already ingested, "

@@ -231,3 +231,14 @@ def test_no_planted_patient_data_leaves_ingest(ingested, prefect_api):
     for planted in PLANTED:
         for where, data in haystacks.items():
             assert planted.encode() not in data, f"{planted!r} found in {where}"
+
+
+def test_rerunning_the_same_sources_adds_and_rewrites_nothing(ingested, monkeypatch, capsys):
+    catalog = ingested["catalog"]
+    before = (catalog.table_counts(), catalog.status(), [i.model_dump() for i in catalog.iter_images()])
+    monkeypatch.setenv("LOOKCLOSER_WORKSPACE", str(ingested["workspace"]))
+    root = ingested["root"]
+    assert main(["ingest", "folder", str(root / "plain"), "--organ", "liver", "--option", "layout=plain"]) == 0
+    assert main(["ingest", "dicom", str(root / "dicom")]) == 0
+    assert "0 new" in capsys.readouterr().out
+    assert (catalog.table_counts(), catalog.status(), [i.model_dump() for i in catalog.iter_images()]) == before

@@ -112,3 +112,31 @@ def test_store_is_content_addressed_and_never_rewrites(tmp_path, store):
     mtime = path.stat().st_mtime_ns
     assert store.put("ab" + "0" * 62, image) == key and path.stat().st_mtime_ns == mtime
     assert store.open(key).tobytes() == image.tobytes()
+
+
+def _noise_items(count: int) -> list[SourceItem]:
+    return [_item(f"n{k}.png", image=_noise(seed=1000 + k), patient_id=f"P{k // 3}") for k in range(count)]
+
+
+def _crash_after(items, n):
+    for k, item in enumerate(items):
+        if k == n:
+            raise RuntimeError("worker killed")
+        yield item
+
+
+def _snapshot(catalog: Catalog) -> tuple:
+    images = sorted((i.image_id, i.split, i.dup_group, i.patient_key) for i in catalog.iter_images())
+    return images, catalog.status()["stages"]["ingest"], catalog.table_counts()
+
+
+def test_a_killed_run_resumes_to_the_same_catalog_as_an_undisturbed_run(tmp_path, catalog, store):
+    undisturbed = Catalog(f"sqlite:///{tmp_path / 'undisturbed.sqlite'}")
+    _ingest(_noise_items(150), undisturbed, ImageStore(str(tmp_path / "undisturbed-images")))
+    with pytest.raises(RuntimeError, match="worker killed"):
+        _ingest(_crash_after(_noise_items(150), 100), catalog, store)
+    assert catalog.table_counts()["images"] == 64  # the first batch was committed, the second was not
+    resumed = _ingest(_noise_items(150), catalog, store)
+    assert (resumed.skipped, resumed.out) == (64, 86)
+    assert _snapshot(catalog) == _snapshot(undisturbed)
+    undisturbed.close()

@@ -74,7 +74,7 @@ def _smooth_field(rng: np.random.Generator, shape: tuple[int, int], cells: int, 
     """Low-frequency multiplicative variation around 1 (bicubic upsampling of a coarse grid)."""
     coarse = rng.normal(0.0, 1.0, (cells, cells)).astype(np.float32)
     img = Image.fromarray(coarse, mode="F").resize((shape[1], shape[0]), Image.Resampling.BICUBIC)
-    return 1.0 + amplitude * np.asarray(img, dtype=np.float32)
+    return np.maximum(1.0 + amplitude * np.asarray(img, dtype=np.float32), 0.05)  # echo is never negative
 
 
 def _tissue(organ: str, rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
@@ -292,7 +292,7 @@ def generate_case(seed: int, index: int, config: PhantomConfig = PhantomConfig()
 
     attenuation, in_fan = _display_geometry(shape, fan)
     envelope = echo * _speckle(rng, shape) * attenuation
-    bmode = np.log1p(25 * envelope) / math.log1p(25 * 2.2)
+    bmode = np.log1p(25 * np.maximum(envelope, 0.0)) / math.log1p(25 * 2.2)
     us = np.where(in_fan, np.clip(bmode**1.3 * 255, 0, 255), 0).astype(np.uint8)
 
     full = Image.new("L", (config.width, config.height), 0)
