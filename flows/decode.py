@@ -7,9 +7,12 @@ palette and CMYK are converted.
 
 from __future__ import annotations
 
+import io
 import logging
 import warnings
+from collections.abc import Callable
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -80,14 +83,28 @@ def decode_image_file(path: Path) -> Image.Image:
         raise DecodeError("empty_file")
     if size > MAX_FILE_BYTES:
         raise DecodeError("file_too_large")
+    return _decode(lambda: path)
+
+
+def decode_image_bytes(data: bytes) -> Image.Image:
+    """Encoded image bytes (a dataset cell, an upload) → an "L"/"RGB" image, as `decode_image_file`."""
+    if not data:
+        raise DecodeError("empty_file")
+    if len(data) > MAX_FILE_BYTES:
+        raise DecodeError("file_too_large")
+    return _decode(lambda: io.BytesIO(data))
+
+
+def _decode(source: Callable[[], Path | IO[bytes]]) -> Image.Image:
+    """Verify, then decode (PIL cannot decode after verify); every failure becomes a reason."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as probe:
+            with Image.open(source()) as probe:
                 if probe.width * probe.height > MAX_IMAGE_PIXELS:
                     raise DecodeError("decompression_bomb")
                 probe.verify()  # structure and checksums, without decoding all pixels
-            with Image.open(path) as image:
+            with Image.open(source()) as image:
                 image.load()
                 oriented = ImageOps.exif_transpose(image)
     except DecodeError:

@@ -106,7 +106,7 @@ def test_attribute_values_normalise_through_the_vocabulary(saved: Path):
 
 def test_corrupt_cell_is_one_item_and_iteration_goes_on(saved: Path):
     items = list(iter_hf_items(str(saved), columns=COLUMNS))
-    assert items[1].error == "corrupt_image" and items[1].image is None and items[1].organ == "liver"
+    assert items[1].error == "not_an_image" and items[1].image is None and items[1].organ == "liver"
     assert len(items) == 4 and items[2].error is None
 
 

@@ -15,18 +15,16 @@ parsers, since a dataset row and a manifest row carry the same things.
 
 from __future__ import annotations
 
-import io
 import logging
 import os
-import warnings
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
 
-from flows.decode import MAX_FILE_BYTES, MAX_IMAGE_PIXELS, DecodeError, to_declared_mode
+from flows.decode import DecodeError, decode_image_bytes, to_declared_mode
 from flows.sources.base import SourceItem
 from flows.sources.manifest import (
     BOX_MALFORMED,
@@ -179,29 +177,6 @@ def prepare_split(
 
 
 # --------------------------------------------------------------------------- cells
-def decode_image_bytes(data: bytes) -> Image.Image:
-    """Encoded image bytes → an "L"/"RGB" image; DecodeError(reason) as `flows.decode` gives for files."""
-    if len(data) > MAX_FILE_BYTES:
-        raise DecodeError("file_too_large")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as probe:
-                if probe.width * probe.height > MAX_IMAGE_PIXELS:
-                    raise DecodeError("decompression_bomb")
-                probe.verify()
-            with Image.open(io.BytesIO(data)) as image:
-                image.load()
-                oriented = ImageOps.exif_transpose(image)
-    except DecodeError:
-        raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise DecodeError("decompression_bomb") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError):
-        raise DecodeError(CORRUPT_IMAGE) from None
-    return to_declared_mode(oriented)
-
-
 def image_from_cell(cell: Any, base: Path) -> tuple[Image.Image | None, Path | None, str | None]:
     """(image, path, reason) of one image cell: decoded bytes or PIL image, or a file for the core to decode."""
     if isinstance(cell, Image.Image):
