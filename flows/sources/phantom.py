@@ -383,6 +383,8 @@ def phantom_items(
                     {"box": lesion["box"], "attributes": lesion["attributes"], "origin": "phantom"}
                     for lesion in entry["lesions"]
                 ],
+                # the simulated readers disagree more on harder lesions
+                metadata={"lesion_difficulty": [lesion["difficulty"] for lesion in entry["lesions"]]},
             )
     manifest.replace(folder / MANIFEST_NAME)
 
