@@ -27,7 +27,15 @@ class Settings(BaseSettings):
     catalog_url: str | None = Field(default=None, description="SQLAlchemy URL; default: SQLite in the workspace")
     image_store_url: str | None = Field(default=None, description="fsspec URL; default: a folder in the workspace")
     label_studio_url: AnyHttpUrl = Field(default=AnyHttpUrl("http://127.0.0.1:8089"))
-    label_studio_token: SecretStr | None = None
+    label_studio_token: SecretStr | None = Field(
+        default=None, description="admin API token; default: the local server's, kept in the workspace"
+    )
+    label_studio_document_root: str | None = Field(
+        default=None, description="the image store as Label Studio's Local Files sees it; default: the store folder"
+    )
+    readers_file: Path | None = Field(
+        default=None, description="JSON reader accounts and organ assignment; default: the local server's"
+    )
     teacher_base_urls: Annotated[list[AnyHttpUrl], NoDecode] = Field(
         default_factory=list, description="OpenAI-compatible replicas, comma-separated"
     )
@@ -58,6 +66,15 @@ class Settings(BaseSettings):
     @property
     def resolved_image_store_url(self) -> str:
         return self.image_store_url or str((self.workspace / "images").resolve())
+
+    @property
+    def label_studio_files_root(self) -> str:
+        return self.label_studio_document_root or self.resolved_image_store_url
+
+    @property
+    def labelstudio_dir(self) -> Path:
+        """The local server's data and credentials (embedded default only)."""
+        return (self.workspace / "labelstudio").resolve()
 
     def salt(self) -> bytes:
         """The patient-key salt: the setting, or a random one created once per workspace (mode 600)."""

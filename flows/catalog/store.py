@@ -17,7 +17,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, Table, create_engine, event, func, select
+from sqlalchemy import Engine, Table, create_engine, delete, event, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
@@ -141,6 +141,21 @@ class Catalog:
             self._upsert(session, ReaderAnnotationRow.__table__, reading_rows, ["image_id", "reader", "lesion_index"])
             self._record_items(session, "ingest", ledger, now)
 
+    def save_pulled(
+        self, readings: Iterable[ReaderAnnotation], ledger: Iterable[tuple[str, Outcome, str | None, str | None]]
+    ) -> None:
+        """Replace each (image, reader)'s lesions with the pulled ones, and record the pull ledger, atomically."""
+        rows = [r.model_dump(mode="json") for r in readings]
+        with Session(self.engine) as session, session.begin():
+            for image_id, reader in {(r["image_id"], r["reader"]) for r in rows}:
+                session.execute(
+                    delete(ReaderAnnotationRow).where(
+                        ReaderAnnotationRow.image_id == image_id, ReaderAnnotationRow.reader == reader
+                    )
+                )
+            self._upsert(session, ReaderAnnotationRow.__table__, rows, ["image_id", "reader", "lesion_index"])
+            self._record_items(session, "pull", ledger, datetime.now(UTC))
+
     def record_stage_items(self, stage: str, items: Iterable[tuple[str, Outcome, str | None, str | None]]) -> None:
         """Ledger rows `(item_key, outcome, reason, record_key)` for one stage."""
         with Session(self.engine) as session, session.begin():
@@ -209,15 +224,20 @@ class Catalog:
         with Session(self.engine) as session:
             return sorted((source, ref) for source, ref in session.execute(query))
 
+    def readings_by_image(self, organ: str) -> dict[str, dict[str, list[ReaderAnnotation]]]:
+        """image id → reader pseudonym → that reader's lesions, for one organ."""
+        query = select(ReaderAnnotationRow).where(ReaderAnnotationRow.organ == organ)
+        result: dict[str, dict[str, list[ReaderAnnotation]]] = defaultdict(lambda: defaultdict(list))
+        with Session(self.engine) as session:
+            for row in session.scalars(query.order_by(ReaderAnnotationRow.image_id, ReaderAnnotationRow.lesion_index)):
+                result[row.image_id][row.reader].append(_reader_annotation(row))
+        return {image_id: dict(readers) for image_id, readers in result.items()}
+
     def reader_annotations(self, image_id: str) -> list[ReaderAnnotation]:
         query = select(ReaderAnnotationRow).where(ReaderAnnotationRow.image_id == image_id)
         with Session(self.engine) as session:
-            return [
-                ReaderAnnotation.model_validate(
-                    {c.name: getattr(row, c.name) for c in ReaderAnnotationRow.__table__.columns if c.name != "id"}
-                )
-                for row in session.scalars(query.order_by(ReaderAnnotationRow.reader, ReaderAnnotationRow.lesion_index))
-            ]
+            order = query.order_by(ReaderAnnotationRow.reader, ReaderAnnotationRow.lesion_index)
+            return [_reader_annotation(row) for row in session.scalars(order)]
 
     def source_annotations(self, image_id: str) -> list[SourceAnnotation]:
         query = (
@@ -294,6 +314,12 @@ class Catalog:
                     for table in Base.metadata.sorted_tables
                 }
             )
+
+
+def _reader_annotation(row: ReaderAnnotationRow) -> ReaderAnnotation:
+    return ReaderAnnotation.model_validate(
+        {c.name: getattr(row, c.name) for c in ReaderAnnotationRow.__table__.columns if c.name != "id"}
+    )
 
 
 def _image_record(row: ImageRow) -> ImageRecord:

@@ -1,0 +1,111 @@
+"""Label Studio exports → `ReaderAnnotation`s, with every unusable annotation quarantined by reason.
+
+The server accepts results that violate the label config and more annotations than asked for, so
+nothing from an export is trusted: each annotation is checked against the organ's config, mapped
+from its account to a configured pseudonym, and converted from percent to original pixels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+
+from annotation.label_config import reading_from_result, validate_result
+from schemas.frames import iou
+from schemas.records import ReaderAnnotation
+
+
+@dataclass
+class PulledAnnotation:
+    """One exported annotation: the readings it gives, or why it is quarantined."""
+
+    item_key: str  # project:annotation id:updated_at: a changed annotation is pulled again
+    readings: list[ReaderAnnotation] = field(default_factory=list)
+    reason: str | None = None
+
+
+def _image_size(result: list[dict[str, Any]]) -> tuple[int, int] | None:
+    for region in result:
+        if "original_width" in region and "original_height" in region:
+            return int(region["original_width"]), int(region["original_height"])
+    return None
+
+
+def readings_from_export(
+    project_id: int,
+    organ: str,
+    tasks: list[dict[str, Any]],
+    pseudonym_of: Callable[[int], str | None],
+) -> Iterator[PulledAnnotation]:
+    """Every annotation of a reader project's export, converted or quarantined (one reader per project)."""
+    for task in tasks:
+        annotations = sorted(
+            (a for a in task.get("annotations", []) if not a.get("was_cancelled")), key=lambda a: int(a["id"])
+        )
+        for position, annotation in enumerate(annotations):
+            key = f"{project_id}:{annotation['id']}:{annotation.get('updated_at', '')}"
+            yield _convert(key, task, organ, annotation, position, pseudonym_of)
+
+
+def _convert(
+    key: str,
+    task: dict[str, Any],
+    organ: str,
+    annotation: dict[str, Any],
+    position: int,
+    pseudonym_of: Callable[[int], str | None],
+) -> PulledAnnotation:
+    if position > 0:  # a reader project holds one reading per task; a second one is not silently merged
+        return PulledAnnotation(key, reason="extra_annotation")
+    reader = pseudonym_of(int(annotation["completed_by"]))
+    if reader is None:
+        return PulledAnnotation(key, reason="unknown_reader")
+    if (image_id := task.get("data", {}).get("image_id")) is None:
+        return PulledAnnotation(key, reason="task_without_image_id")
+    result = annotation.get("result") or []
+    if reasons := validate_result(organ, result):
+        return PulledAnnotation(key, reason=reasons[0])
+    size = _image_size(result)
+    if size is None:
+        return PulledAnnotation(key, reason="no_lesion_box")
+    try:
+        readings = [
+            ReaderAnnotation(
+                image_id=image_id,
+                organ=organ,
+                reader=reader,
+                lesion_index=lesion["lesion_index"],
+                box=lesion["box"],
+                attributes=lesion["attributes"],
+                image_width=size[0],
+                image_height=size[1],
+                lead_time=annotation.get("lead_time"),
+                ls_project_id=int(task.get("project") or 0) or None,
+                ls_task_id=int(task["id"]),
+                ls_annotation_id=int(annotation["id"]),
+            )
+            for lesion in reading_from_result(organ, result)
+        ]
+    except ValidationError:
+        return PulledAnnotation(key, reason="invalid_reading")
+    return PulledAnnotation(key, readings=readings)
+
+
+def is_disputed(first: list[ReaderAnnotation], second: list[ReaderAnnotation], *, min_box_iou: float) -> bool:
+    """Two readings disagree: another lesion count, a box overlap below the threshold, or any attribute."""
+    if len(first) != len(second):
+        return True
+    pairs = zip(sorted(first, key=_box_order), sorted(second, key=_box_order), strict=True)
+    for a, b in pairs:
+        if a.box is not None and b.box is not None and iou(a.box, b.box) < min_box_iou:
+            return True
+        if a.attributes != b.attributes:
+            return True
+    return False
+
+
+def _box_order(reading: ReaderAnnotation) -> tuple[float, float]:
+    return (reading.box[0], reading.box[1]) if reading.box else (0.0, 0.0)
