@@ -12,11 +12,11 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from annotation.label_config import label_config, result_from_reading
 from prefect import flow, task
 from pydantic import BaseModel, Field
 
 from annotation.client import LabelStudioClient
+from annotation.label_config import label_config, result_from_reading
 from annotation.projects import READER_ROLES, ReaderAssignment, image_task, project_title
 from annotation.readings import is_disputed, readings_from_export
 from flows.catalog import Catalog, Outcome
