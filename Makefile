@@ -1,6 +1,8 @@
 # The two commands of the README:  make demo   and   make test
 # Each builds what it needs from nothing (a virtualenv in .venv, pinned by constraints.txt) and
-# skips the build when the pins have not changed.
+# skips the build when the pins have not changed. Label Studio's server gets its own virtualenv,
+# cached outside the clone in $LOOKCLOSER_CACHE (default ~/.cache/lookcloser), keyed by the hash of
+# annotation/labelstudio-requirements.txt: built from nothing when missing (about 3 minutes).
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
@@ -16,6 +18,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	scripts/ensure-postgres.sh
+	scripts/ensure-labelstudio.sh
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/python -m pytest -m "not gpu" $(PYTEST_ARGS)

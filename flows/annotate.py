@@ -12,13 +12,13 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from annotation.label_config import label_config, result_from_reading
-from annotation.readers import ReaderNoise, simulate_reading
 from prefect import flow, task
 from pydantic import BaseModel, Field
 
 from annotation.client import LabelStudioClient
+from annotation.label_config import label_config, result_from_reading
 from annotation.projects import READER_ROLES, ReaderAssignment, image_task, project_title
+from annotation.readers import ReaderNoise, simulate_reading
 from flows.catalog import Catalog, Outcome
 from flows.labelstudio_access import admin_client, load_assignment, reader_client
 from flows.settings import Settings, load_settings
@@ -48,7 +48,7 @@ def _organs(organ: str | None) -> tuple[str, ...]:
     return (organ,) if organ else ORGANS
 
 
-def image_tasks(catalog: Catalog, organ: str, *, preannotate: bool) -> dict[str, dict]:
+def image_tasks(catalog: Catalog, organ: str, *, preannotate: bool, prefix: str) -> dict[str, dict]:
     """image_id → task for every ingested image of the organ."""
     tasks = {}
     for image in catalog.iter_images(organ=organ):
@@ -70,12 +70,12 @@ def push_organ(
     client: LabelStudioClient, catalog: Catalog, settings: Settings, organ: str, *, preannotate: bool
 ) -> AnnotateSummary:
     """Create the organ's projects and import the images they do not hold yet."""
-    tasks = image_tasks(catalog, organ, preannotate=preannotate)
+    tasks = image_tasks(catalog, organ, preannotate=preannotate, prefix=settings.label_studio_image_prefix)
     config = label_config(organ)
     imported = 0
     for role in (*READER_ROLES, "adjudication"):
         project_id = client.ensure_project(project_title(organ, role), config)
-        client.ensure_local_storage(project_id, settings.label_studio_files_root)
+        client.ensure_local_storage(project_id, settings.resolved_image_store_url)
         if role == "adjudication":
             continue  # receives only disputed tasks, from the pull stage
         present = client.task_ids_by_image(project_id)

@@ -7,10 +7,12 @@ error, 2 misconfiguration or an unreachable service (one line naming the setting
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -175,32 +177,103 @@ def _run_ingest(settings: Settings, params: dict[str, Any]) -> Any:
 
 @labelstudio_app.command("up")
 def labelstudio_up() -> None:
-    """Start the local Label Studio server (own virtualenv, 127.0.0.1)."""
-    _not_built("labelstudio up", "issue 4, Label Studio")
+    """Start the local Label Studio server (own virtualenv, 127.0.0.1) and its reader accounts."""
+    from flows import labelstudio_local
+    from flows.labelstudio_access import credentials_path
+
+    settings = _settings()
+    with _local_server_errors():
+        server, credentials = labelstudio_local.up(settings)
+    console.print(f"Label Studio is up: {server.url}  (log: {server.log_path})")
+    for reader in credentials["readers"]:
+        console.print(f"  reader {reader['pseudonym']}: log in as {reader['email']}")
+    console.print(f"  passwords and tokens: {credentials_path(settings)} (readable by you only)")
 
 
 @labelstudio_app.command("down")
 def labelstudio_down() -> None:
     """Stop the local Label Studio server."""
-    _not_built("labelstudio down", "issue 4, Label Studio")
+    from flows import labelstudio_local
+
+    with _local_server_errors():
+        stopped = labelstudio_local.down(_settings())
+    console.print("Label Studio stopped" if stopped else "Label Studio was not running")
 
 
 @labelstudio_app.command("status")
 def labelstudio_status() -> None:
     """Is the local Label Studio server up?"""
-    _not_built("labelstudio status", "issue 4, Label Studio")
+    from flows import labelstudio_local
+
+    with _local_server_errors():
+        state = labelstudio_local.status(_settings())
+    for key, value in state.items():
+        console.print(f"{key:8} {value}")
+    if not state["healthy"]:
+        raise typer.Exit(code=EXIT_CONFIG)
+
+
+@contextlib.contextmanager
+def _local_server_errors() -> Iterator[None]:
+    from flows.labelstudio_local import LocalServerError
+
+    try:
+        yield
+    except (LocalServerError, RuntimeError, TimeoutError, FileNotFoundError) as err:
+        raise ConfigError(str(err).splitlines()[0]) from None
 
 
 @app.command()
 def annotate(organ: Annotated[str | None, typer.Option(help="only this organ")] = None) -> None:
-    """Push ingested images to the reader projects in Label Studio."""
-    _not_built("annotate", "issue 4, Label Studio")
+    """Push ingested images to the reader projects in Label Studio (idempotent)."""
+    _prepare_prefect()
+    from flows.annotate import AnnotateParams, annotate_flow
+
+    for summary in _run_stage(lambda: annotate_flow(_params(AnnotateParams, organ=organ))):
+        console.print(f"annotate {summary.organ}: {summary.images} images, {summary.imported} tasks imported")
 
 
 @app.command()
-def pull() -> None:
-    """Pull finished readings (and adjudications) from Label Studio."""
-    _not_built("pull", "issue 4, Label Studio")
+def pull(organ: Annotated[str | None, typer.Option(help="only this organ")] = None) -> None:
+    """Pull finished readings from Label Studio; route disagreements to adjudication."""
+    _prepare_prefect()
+    from flows.pull import PullParams, pull_flow
+
+    for summary in _run_stage(lambda: pull_flow(_params(PullParams, organ=organ))):
+        console.print(
+            f"pull {summary.organ}: {summary.pulled} new readings, {summary.skipped} unchanged, "
+            f"quarantined {summary.quarantined or 0}, {summary.disputed} sent to adjudication"
+        )
+
+
+def _params(model: type, **values: Any) -> Any:
+    """A flow's parameter model from CLI values; a bad value is a one-line misconfiguration."""
+    from pydantic import ValidationError
+
+    try:
+        return model(**{k: v for k, v in values.items() if v is not None})
+    except ValidationError as err:
+        first = err.errors()[0]
+        raise ConfigError(f"invalid --{first['loc'][0]}: {first['msg']}") from None
+
+
+def _run_stage(run: Any) -> Any:
+    """Run a Label Studio stage flow; a missing token, a rejected token or a down server exit with code 2."""
+    from annotation.client import LabelStudioAuthError, LabelStudioError
+    from flows.labelstudio_access import LabelStudioNotConfiguredError
+
+    try:
+        return run()
+    except LabelStudioAuthError as err:
+        raise ConfigError(f"{err}; check {ENV_PREFIX}LABEL_STUDIO_TOKEN") from None
+    except (LabelStudioError, LabelStudioNotConfiguredError) as err:
+        raise ConfigError(str(err)) from None
+
+
+def _prepare_prefect() -> None:
+    from flows.prefect_env import configure_prefect_environment
+
+    configure_prefect_environment(_settings().workspace)
 
 
 @app.command()

@@ -76,7 +76,13 @@ def pull_reader_projects(
 
 
 def route_disputes(
-    client: LabelStudioClient, catalog: Catalog, assignment: ReaderAssignment, organ: str, *, min_box_iou: float
+    client: LabelStudioClient,
+    catalog: Catalog,
+    assignment: ReaderAssignment,
+    organ: str,
+    *,
+    min_box_iou: float,
+    prefix: str,
 ) -> int:
     """Import each disputed image (once) into the adjudication project, both readings as predictions."""
     first, second = (assignment.reader_for(organ, role).pseudonym for role in READER_ROLES)
@@ -92,7 +98,8 @@ def route_disputes(
         if image is None:
             continue
         size = (image.width, image.height)
-        task = image_task(image_id=image_id, organ=organ, storage_key=image.storage_key, size=size)
+        key = f"{prefix}/{image.storage_key}"
+        task = image_task(image_id=image_id, organ=organ, storage_key=key, size=size)
         task["predictions"] = [
             {
                 "model_version": f"reader {reader}",
@@ -105,14 +112,21 @@ def route_disputes(
     return client.import_tasks(project_id, tasks)
 
 
-@task(retries=2, retry_delay_seconds=10)
+@task  # the client already retries transient failures with backoff; a wrong token must fail at once
 def pull_organ(organ: str, params: PullParams) -> PullSummary:
     settings = load_settings()
     catalog = Catalog(settings.resolved_catalog_url)
     try:
         client, assignment = admin_client(settings), load_assignment(settings)
         summary = pull_reader_projects(client, catalog, assignment, organ)
-        summary.disputed = route_disputes(client, catalog, assignment, organ, min_box_iou=params.min_box_iou)
+        summary.disputed = route_disputes(
+            client,
+            catalog,
+            assignment,
+            organ,
+            min_box_iou=params.min_box_iou,
+            prefix=settings.label_studio_image_prefix,
+        )
         log.info("pull %s: %s", organ, summary)
         return summary
     finally:

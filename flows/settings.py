@@ -31,7 +31,9 @@ class Settings(BaseSettings):
         default=None, description="admin API token; default: the local server's, kept in the workspace"
     )
     label_studio_document_root: str | None = Field(
-        default=None, description="the image store as Label Studio's Local Files sees it; default: the store folder"
+        default=None,
+        description="Label Studio's LOCAL_FILES_DOCUMENT_ROOT; the image store is a folder inside it "
+        "(default: the folder that holds the image store)",
     )
     readers_file: Path | None = Field(
         default=None, description="JSON reader accounts and organ assignment; default: the local server's"
@@ -69,7 +71,13 @@ class Settings(BaseSettings):
 
     @property
     def label_studio_files_root(self) -> str:
-        return self.label_studio_document_root or self.resolved_image_store_url
+        """Label Studio's document root: it may not be the storage folder itself, only hold it."""
+        return self.label_studio_document_root or str(Path(self.resolved_image_store_url).parent)
+
+    @property
+    def label_studio_image_prefix(self) -> str:
+        """The image store's path inside the document root, as Local Files URLs spell it."""
+        return Path(self.resolved_image_store_url).name
 
     @property
     def labelstudio_dir(self) -> Path:

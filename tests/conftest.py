@@ -11,6 +11,7 @@ import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -88,6 +89,15 @@ def prefect_api() -> Iterator[None]:
 
     with prefect_test_harness(server_startup_timeout=180):
         yield
+
+
+@pytest.fixture(scope="session")
+def labelstudio_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """One real Label Studio server (own venv, 127.0.0.1, data dir from the pre-migrated template) per session."""
+    from tests.labelstudio import running_labelstudio
+
+    with running_labelstudio(tmp_path_factory.mktemp("labelstudio")) as server:
+        yield server
 
 
 @pytest.fixture

@@ -1,0 +1,28 @@
+"""A real Label Studio server for tests (a helper module, not a conftest: a fixture decides its scope)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+
+from annotation.server import LabelStudioServer, ensure_labelstudio_venv, free_port, prepare_data_dir
+
+
+@contextlib.contextmanager
+def running_labelstudio(tmp_dir: Path) -> Iterator[LabelStudioServer]:
+    """A server on a free 127.0.0.1 port, its data dir copied from the pre-migrated template; stopped by PID.
+
+    Builds the venv and the template first when they are missing (scripts/ensure-labelstudio.sh does it ahead).
+    """
+    data_dir = prepare_data_dir(tmp_dir / "labelstudio")
+    files_root = tmp_dir / "files"
+    files_root.mkdir(parents=True, exist_ok=True)
+    server = LabelStudioServer(
+        data_dir=data_dir, port=free_port(), files_root=files_root, venv=ensure_labelstudio_venv()
+    )
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()

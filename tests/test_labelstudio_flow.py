@@ -1,0 +1,168 @@
+"""Annotate → simulated readers → pull against a real Label Studio server (its own venv, 127.0.0.1).
+
+200 phantom images are pushed to the reader projects with pre-annotated boxes, two simulated
+readers annotate through the API as their own accounts, the pull brings their readings back, and
+the disputed images (and only those) land in the adjudication project. Re-import and re-pull
+change nothing.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from annotation.client import LabelStudioAuthError, LabelStudioClient
+from annotation.label_config import label_config
+from annotation.projects import READER_ROLES, project_title
+from annotation.readers import ReaderNoise, simulate_reading
+from annotation.readings import is_disputed
+from annotation.server import create_reader
+from flows.annotate import AnnotateParams, annotate_flow, simulate_readers_flow
+from flows.catalog import Catalog
+from flows.cli import main
+from flows.image_store import ImageStore
+from flows.ingestion import IngestOptions, register_items
+from flows.labelstudio_access import admin_client, load_assignment, write_credentials
+from flows.pull import PullParams, pull_flow
+from flows.settings import load_settings
+from flows.sources.phantom import phantom_items
+from schemas.vocabulary import ORGANS
+
+pytestmark = pytest.mark.integration
+IMAGES = 200
+
+
+@pytest.fixture(scope="module")
+def annotated(labelstudio_server, prefect_api, tmp_path_factory):
+    """Ingest, push, simulate both readers and pull once; hand the pieces to the tests."""
+    workspace = tmp_path_factory.mktemp("ls-flow") / "ws"
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("LOOKCLOSER_WORKSPACE", str(workspace))
+        env.setenv("LOOKCLOSER_LABEL_STUDIO_URL", labelstudio_server.url)
+        env.setenv("LOOKCLOSER_IMAGE_STORE_URL", str(labelstudio_server.files_root / "images"))  # served by Local Files
+        for name in ("CATALOG_URL", "LABEL_STUDIO_TOKEN", "READERS_FILE", "PATIENT_KEY_SALT"):
+            env.delenv(f"LOOKCLOSER_{name}", raising=False)
+        settings = load_settings()
+        catalog = Catalog(settings.resolved_catalog_url)
+        store = ImageStore(settings.resolved_image_store_url)
+        register_items(
+            phantom_items(workspace / "sources", seed=5, count=IMAGES), catalog, store, b"s", IngestOptions()
+        )
+        readers = []
+        for email, pseudonym in (("sono-a@test.local", "R1"), ("sono-b@test.local", "R2")):
+            token = create_reader(labelstudio_server.url, labelstudio_server.admin_token, email, "pw-" + pseudonym * 6)
+            readers.append({"email": email, "pseudonym": pseudonym, "token": token})
+        write_credentials(
+            settings,
+            {
+                "admin": {"token": labelstudio_server.admin_token},
+                "readers": readers,
+                "organs": {organ: [r["email"] for r in readers] for organ in ORGANS},
+            },
+        )
+        pushed = annotate_flow(AnnotateParams())
+        posted = simulate_readers_flow()
+        pulled = pull_flow(PullParams())
+        yield {
+            "settings": settings,
+            "catalog": catalog,
+            "pushed": pushed,
+            "posted": posted,
+            "pulled": pulled,
+            "client": admin_client(settings),
+            "assignment": load_assignment(settings),
+            "env": env,
+        }
+        catalog.close()
+
+
+def _project(client: LabelStudioClient, organ: str, role: str) -> int:
+    return client.ensure_project(project_title(organ, role), label_config(organ))
+
+
+def test_every_image_is_a_task_in_both_reader_projects_with_a_preannotated_box(annotated):
+    client, catalog = annotated["client"], annotated["catalog"]
+    assert sum(s.images for s in annotated["pushed"]) == IMAGES
+    for organ in ORGANS:
+        expected = {i.image_id for i in catalog.iter_images(organ=organ)}
+        for role in READER_ROLES:
+            tasks = client.export_tasks(_project(client, organ, role))
+            assert {t["data"]["image_id"] for t in tasks} == expected
+            assert all(set(t["data"]) == {"image", "image_id", "organ"} for t in tasks)  # no PHI, no file names
+            assert all(len(t["predictions"]) == 1 for t in tasks)  # the source-mask pre-annotation (ids in exports)
+
+
+def test_pulled_readings_equal_what_the_readers_posted(annotated):
+    catalog, assignment = annotated["catalog"], annotated["assignment"]
+    assert annotated["posted"] == 2 * IMAGES
+    assert sum(s.pulled for s in annotated["pulled"]) == 2 * IMAGES
+    checked = 0
+    for organ in ORGANS:
+        for image_id, by_reader in catalog.readings_by_image(organ).items():
+            image = catalog.get_image(image_id)
+            difficulty = image.source_metadata["lesion_difficulty"]
+            truth = [(a.box, a.attributes, difficulty[k]) for k, a in enumerate(catalog.source_annotations(image_id))]
+            for seed, role in enumerate(READER_ROLES):
+                posted = simulate_reading(
+                    truth,
+                    organ,
+                    (image.width, image.height),
+                    reader_seed=seed,
+                    image_key=image_id,
+                    config=ReaderNoise(),
+                )
+                pulled = by_reader[assignment.reader_for(organ, role).pseudonym]
+                posted = sorted(posted, key=lambda lesion: (lesion[0][0], lesion[0][1]))
+                assert [r.attributes for r in pulled] == [attributes for _, attributes in posted]
+                for reading, (box, _) in zip(pulled, posted, strict=True):
+                    assert reading.box == pytest.approx(box, abs=0.5)
+                checked += 1
+    assert checked == 2 * IMAGES
+
+
+def test_adjudication_receives_exactly_the_disputed_images(annotated):
+    client, catalog, assignment = annotated["client"], annotated["catalog"], annotated["assignment"]
+    total_disputed = 0
+    for organ in ORGANS:
+        first, second = (assignment.reader_for(organ, role).pseudonym for role in READER_ROLES)
+        disputed = {
+            image_id
+            for image_id, by_reader in catalog.readings_by_image(organ).items()
+            if is_disputed(by_reader[first], by_reader[second], min_box_iou=PullParams().min_box_iou)
+        }
+        tasks = client.export_tasks(_project(client, organ, "adjudication"))
+        assert {t["data"]["image_id"] for t in tasks} == disputed
+        assert all(len(t["predictions"]) == 2 for t in tasks)  # both readings shown
+        total_disputed += len(disputed)
+    assert 0 < total_disputed < IMAGES  # a realistic share disagrees
+
+
+def test_reimport_and_repull_change_nothing(annotated):
+    catalog = annotated["catalog"]
+    before = (catalog.table_counts(), catalog.status()["stages"])
+    assert sum(s.imported for s in annotate_flow(AnnotateParams())) == 0
+    again = pull_flow(PullParams())
+    assert sum(s.pulled for s in again) == 0 and sum(s.disputed for s in again) == 0
+    assert sum(s.skipped for s in again) == 2 * IMAGES
+    assert (catalog.table_counts(), catalog.status()["stages"]) == before
+
+
+def test_status_counts_annotate_and_pull(annotated):
+    stages = annotated["catalog"].status()["stages"]
+    assert stages["annotate"] == {"in": IMAGES, "out": IMAGES, "quarantined": {}}
+    assert stages["pull"]["in"] == stages["pull"]["out"] == 2 * IMAGES
+
+
+def test_wrong_token_is_a_one_line_error_naming_the_setting(annotated, capsys):
+    annotated["env"].setenv("LOOKCLOSER_LABEL_STUDIO_TOKEN", "0" * 40)
+    try:
+        assert main(["pull"]) == 2
+    finally:
+        annotated["env"].delenv("LOOKCLOSER_LABEL_STUDIO_TOKEN")
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "rejected the token" in err and "LOOKCLOSER_LABEL_STUDIO_TOKEN" in err
+    assert "0" * 40 not in err
+
+
+def test_client_rejects_a_bad_token_without_retrying(labelstudio_server):
+    with pytest.raises(LabelStudioAuthError):
+        LabelStudioClient(labelstudio_server.url, "f" * 40).whoami()
