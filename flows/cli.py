@@ -86,19 +86,50 @@ def _global(
 def demo(
     count: Annotated[int, typer.Option(help="phantom images (spread over the organs)")] = 30,
     seed: Annotated[int, typer.Option(help="phantom seed")] = 0,
+    labelstudio: Annotated[
+        bool, typer.Option(help="run the Label Studio leg (local server, two simulated readers, pull)")
+    ] = True,
 ) -> None:
-    """The whole path on embedded defaults (phantom data, local services). Today: ingest + status."""
+    """The whole path on embedded defaults: phantom data → ingest → Label Studio dual reading → pull."""
     settings = _settings()
-    console.rule("[bold]lookcloser demo")
+    console.rule("[bold]lookcloser demo: ingest")
     summary = _run_ingest(settings, {"kind": "phantom", "count": count, "seed": seed})
+    server_url, readers = None, []
+    if labelstudio:
+        console.rule("[bold]lookcloser demo: Label Studio (blinded dual reading)")
+        from flows import labelstudio_local
+
+        with _local_server_errors():
+            server, credentials = labelstudio_local.up(settings)
+        server_url, readers = server.url, credentials["readers"]
+        from flows.annotate import AnnotateParams, annotate_flow, simulate_readers_flow
+        from flows.pull import PullParams, pull_flow
+
+        _run_stage(lambda: annotate_flow(AnnotateParams()))
+        posted = _run_stage(simulate_readers_flow)
+        pulled = _run_stage(lambda: pull_flow(PullParams()))
+        console.print(
+            f"simulated readers posted {posted} annotations; pulled {sum(p.pulled for p in pulled)}, "
+            f"{sum(p.disputed for p in pulled)} disputed images sent to adjudication"
+        )
     _print_status(_open_catalog(settings).status())
     console.rule("[bold]where to look")
     console.print(f"workspace         {settings.workspace.resolve()}")
     console.print(f"catalog           {_masked(settings.resolved_catalog_url)}")
     console.print(f"images (de-id'd)  {settings.resolved_image_store_url}")
     console.print(f"phantom source    {(settings.workspace / 'sources').resolve()}  (raw PNGs, masks, manifest.jsonl)")
-    console.print(f"ingested          {summary.out} images, quarantined {sum(summary.quarantined.values())}")
-    console.print("next stages (Label Studio, consensus, teacher, publish, training) arrive with their issues.")
+    console.print(f"ingested          {summary.out} new images, quarantined {sum(summary.quarantined.values())}")
+    if server_url:
+        from flows.labelstudio_access import credentials_path
+
+        console.print(
+            f"Label Studio      {server_url}  (projects: 'lookcloser <organ> - reader A|reader B|adjudication')"
+        )
+        for reader in readers:
+            console.print(f"  reader {reader['pseudonym']}      log in as {reader['email']}")
+        console.print(f"  passwords       {credentials_path(settings)} (readable by you only)")
+        console.print("  stop it with    lookcloser labelstudio down")
+    console.print("next stages (consensus, teacher, publish, training) arrive with their issues.")
 
 
 @app.command()
@@ -270,7 +301,7 @@ def _run_stage(run: Any) -> Any:
         raise ConfigError(str(err)) from None
 
 
-def _prepare_prefect() -> None:
+def _prepare_prefect() -> None:  # before the first import of prefect
     from flows.prefect_env import configure_prefect_environment
 
     configure_prefect_environment(_settings().workspace)
@@ -390,7 +421,7 @@ def doctor() -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point: runs the CLI and maps errors to the documented exit codes."""
     try:
-        app(args=argv, standalone_mode=False)
+        code = app(args=argv, standalone_mode=False)  # click returns typer.Exit's code here
     except (SettingsError, ConfigError) as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_CONFIG
@@ -407,7 +438,7 @@ def main(argv: list[str] | None = None) -> int:
         log.debug("unexpected error", exc_info=True)
         print(f"error: {type(err).__name__}: {err}", file=sys.stderr)
         return EXIT_ERROR
-    return 0
+    return code if isinstance(code, int) else 0
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ def test_ingest_phantom_100_then_again_reports_the_same_100(workspace, prefect_a
 
 @pytest.mark.integration
 def test_demo_runs_and_says_where_to_look(workspace, prefect_api, capsys):
-    assert main(["demo", "--count", "6"]) == 0
+    assert main(["demo", "--count", "6", "--no-labelstudio"]) == 0
     out = capsys.readouterr().out
     assert "where to look" in out and str(workspace.resolve()) in out
     assert (workspace / "catalog.sqlite").exists() and any((workspace / "images").rglob("*.png"))
