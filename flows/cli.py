@@ -257,6 +257,7 @@ def _local_server_errors() -> Iterator[None]:
 @app.command()
 def annotate(organ: Annotated[str | None, typer.Option(help="only this organ")] = None) -> None:
     """Push ingested images to the reader projects in Label Studio (idempotent)."""
+    _check_labelstudio_access()
     _prepare_prefect()
     from flows.annotate import AnnotateParams, annotate_flow
 
@@ -267,6 +268,7 @@ def annotate(organ: Annotated[str | None, typer.Option(help="only this organ")] 
 @app.command()
 def pull(organ: Annotated[str | None, typer.Option(help="only this organ")] = None) -> None:
     """Pull finished readings from Label Studio; route disagreements to adjudication."""
+    _check_labelstudio_access()
     _prepare_prefect()
     from flows.pull import PullParams, pull_flow
 
@@ -286,6 +288,14 @@ def _params(model: type, **values: Any) -> Any:
     except ValidationError as err:
         first = err.errors()[0]
         raise ConfigError(f"invalid --{first['loc'][0]}: {first['msg']}") from None
+
+
+def _check_labelstudio_access() -> None:
+    """Token, reader accounts and server answer, checked before any flow starts (one-line errors)."""
+    from flows.labelstudio_access import admin_client, load_assignment
+
+    settings = _settings()
+    _run_stage(lambda: (admin_client(settings).whoami(), load_assignment(settings)))
 
 
 def _run_stage(run: Any) -> Any:

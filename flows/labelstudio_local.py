@@ -55,8 +55,7 @@ def up(settings: Settings) -> tuple[LabelStudioServer, dict[str, Any]]:
     credentials = read_credentials(settings)
     server = local_server(settings, credentials)
     prepare_data_dir(server.data_dir)
-    if not server.is_healthy():
-        server.start()
+    server.start()  # a no-op when this workspace's server runs; refuses a port taken by anything else
     credentials["admin"] = {"email": server.admin_email, "password": server.admin_password, "token": server.admin_token}
     known = {r["email"]: r for r in credentials.get("readers", [])}
     readers = []

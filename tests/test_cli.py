@@ -74,12 +74,9 @@ def test_console_script_is_installed_and_documents_every_command():
 @pytest.mark.parametrize(
     "argv",
     [
-        ["annotate"],
-        ["pull"],
         ["consensus"],
         ["synthesize"],
         ["publish", "ds"],
-        ["labelstudio", "up"],
         ["dataset", "path", "ds", "--version", "v1.0.0"],
         ["train", "--dataset", "d", "--version", "v1.0.0", "--recipe", "r"],
     ],
@@ -87,6 +84,14 @@ def test_console_script_is_installed_and_documents_every_command():
 def test_stages_not_built_yet_say_so_and_exit_2(argv, workspace, capsys):
     assert main(argv) == 2
     assert "not built yet" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [["annotate"], ["pull"]])
+def test_label_studio_stages_without_credentials_name_the_setting(argv, workspace, monkeypatch, capsys):
+    monkeypatch.delenv("LOOKCLOSER_LABEL_STUDIO_TOKEN", raising=False)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "LOOKCLOSER_LABEL_STUDIO_TOKEN" in err
 
 
 def test_missing_source_path_is_a_one_line_error(workspace, capsys):

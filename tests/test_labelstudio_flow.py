@@ -166,3 +166,21 @@ def test_wrong_token_is_a_one_line_error_naming_the_setting(annotated, capsys):
 def test_client_rejects_a_bad_token_without_retrying(labelstudio_server):
     with pytest.raises(LabelStudioAuthError):
         LabelStudioClient(labelstudio_server.url, "f" * 40).whoami()
+
+
+def test_server_down_during_pull_is_a_clear_error_and_the_next_pull_loses_nothing(
+    annotated, labelstudio_server, capsys
+):
+    """Runs last in this module: it stops and restarts the session's server."""
+    catalog = annotated["catalog"]
+    before = (catalog.table_counts(), catalog.status()["stages"])
+    labelstudio_server.stop()
+    try:
+        assert main(["pull"]) == 2  # after bounded retries with backoff
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "unreachable" in err and labelstudio_server.url in err
+    finally:
+        labelstudio_server.start()
+    assert main(["pull"]) == 0
+    assert "0 new readings" in capsys.readouterr().out
+    assert (catalog.table_counts(), catalog.status()["stages"]) == before
