@@ -59,7 +59,7 @@ def image_tasks(catalog: Catalog, organ: str, *, preannotate: bool, prefix: str)
         tasks[image.image_id] = image_task(
             image_id=image.image_id,
             organ=organ,
-            storage_key=image.storage_key,
+            storage_key=f"{prefix}/{image.storage_key}",
             size=(image.width, image.height),
             boxes=boxes,
         )

@@ -8,6 +8,7 @@ change nothing.
 
 from __future__ import annotations
 
+import httpx
 import pytest
 
 from annotation.client import LabelStudioAuthError, LabelStudioClient
@@ -21,7 +22,7 @@ from flows.catalog import Catalog
 from flows.cli import main
 from flows.image_store import ImageStore
 from flows.ingestion import IngestOptions, register_items
-from flows.labelstudio_access import admin_client, load_assignment, write_credentials
+from flows.labelstudio_access import admin_client, load_assignment, read_credentials, write_credentials
 from flows.pull import PullParams, pull_flow
 from flows.settings import load_settings
 from flows.sources.phantom import phantom_items
@@ -89,6 +90,19 @@ def test_every_image_is_a_task_in_both_reader_projects_with_a_preannotated_box(a
             assert {t["data"]["image_id"] for t in tasks} == expected
             assert all(set(t["data"]) == {"image", "image_id", "organ"} for t in tasks)  # no PHI, no file names
             assert all(len(t["predictions"]) == 1 for t in tasks)  # the source-mask pre-annotation (ids in exports)
+
+
+def test_a_reader_can_load_every_task_image(annotated, labelstudio_server):
+    """What the labeling page fetches: the Local Files URL must serve the stored PNG to a reader."""
+    reader = annotated["assignment"].readers[0]
+    token = next(r["token"] for r in read_credentials(annotated["settings"])["readers"] if r["email"] == reader.email)
+    client = annotated["client"]
+    tasks = client.export_tasks(_project(client, "breast", "reader A"))
+    for task in tasks[:5]:
+        response = httpx.get(
+            labelstudio_server.url + task["data"]["image"], headers={"Authorization": f"Token {token}"}
+        )
+        assert response.status_code == 200 and response.content.startswith(b"\x89PNG")
 
 
 def test_pulled_readings_equal_what_the_readers_posted(annotated):
