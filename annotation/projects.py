@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from annotation.label_config import prediction_result
 
@@ -30,6 +30,14 @@ class ReaderAssignment(BaseModel):
 
     readers: list[ReaderAccount]
     organs: dict[str, tuple[str, str]] = Field(description="organ → (email of reader A, email of reader B)")
+    adjudicators: dict[str, str] = Field(default_factory=dict, description="organ → e-mail of its adjudicator")
+
+    @model_validator(mode="after")
+    def _adjudicator_is_a_third_person(self) -> ReaderAssignment:
+        for organ, email in self.adjudicators.items():
+            if email.lower() in {reader.lower() for reader in self.organs.get(organ, ())}:
+                raise ValueError(f"the {organ} adjudicator must not be one of its two readers")
+        return self
 
     def pseudonym(self, email: str) -> str | None:
         return next((r.pseudonym for r in self.readers if r.email.lower() == email.lower()), None)

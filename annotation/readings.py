@@ -39,15 +39,20 @@ def readings_from_export(
     organ: str,
     tasks: list[dict[str, Any]],
     pseudonym_of: Callable[[int], str | None],
+    *,
+    adjudication: bool = False,
 ) -> Iterator[PulledAnnotation]:
-    """Every annotation of a reader project's export, converted or quarantined (one reader per project)."""
+    """Every annotation of a reader (or adjudication) project's export, converted or quarantined.
+
+    Such a project holds one reading per task: the reader's own, or the adjudicator's answer.
+    """
     for task in tasks:
         annotations = sorted(
             (a for a in task.get("annotations", []) if not a.get("was_cancelled")), key=lambda a: int(a["id"])
         )
         for position, annotation in enumerate(annotations):
             key = f"{project_id}:{annotation['id']}:{annotation.get('updated_at', '')}"
-            yield _convert(key, task, organ, annotation, position, pseudonym_of)
+            yield _convert(key, task, organ, annotation, position, pseudonym_of, adjudication)
 
 
 def _convert(
@@ -57,6 +62,7 @@ def _convert(
     annotation: dict[str, Any],
     position: int,
     pseudonym_of: Callable[[int], str | None],
+    adjudication: bool,
 ) -> PulledAnnotation:
     if position > 0:  # a reader project holds one reading per task; a second one is not silently merged
         return PulledAnnotation(key, reason="extra_annotation")
@@ -77,6 +83,7 @@ def _convert(
                 image_id=image_id,
                 organ=organ,
                 reader=reader,
+                adjudication=adjudication,
                 lesion_index=lesion["lesion_index"],
                 box=lesion["box"],
                 attributes=lesion["attributes"],

@@ -64,7 +64,11 @@ def load_assignment(settings: Settings) -> ReaderAssignment:
             f"no reader accounts: set {ENV_PREFIX}READERS_FILE or run `lookcloser labelstudio up`"
         )
     readers = [ReaderAccount(email=r["email"], pseudonym=r["pseudonym"]) for r in credentials["readers"]]
-    return ReaderAssignment(readers=readers, organs={o: tuple(e) for o, e in credentials["organs"].items()})
+    return ReaderAssignment(
+        readers=readers,
+        organs={o: tuple(e) for o, e in credentials["organs"].items()},
+        adjudicators=credentials.get("adjudicators", {}),
+    )
 
 
 def reader_client(settings: Settings, email: str) -> LabelStudioClient:

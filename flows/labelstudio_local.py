@@ -24,6 +24,7 @@ from flows.settings import ENV_PREFIX, Settings
 from schemas.vocabulary import ORGANS
 
 DEMO_READERS = (("reader-a@lookcloser.local", "R1"), ("reader-b@lookcloser.local", "R2"))
+DEMO_ADJUDICATOR = ("adjudicator@lookcloser.local", "A1")
 
 
 class LocalServerError(Exception):
@@ -59,12 +60,13 @@ def up(settings: Settings) -> tuple[LabelStudioServer, dict[str, Any]]:
     credentials["admin"] = {"email": server.admin_email, "password": server.admin_password, "token": server.admin_token}
     known = {r["email"]: r for r in credentials.get("readers", [])}
     readers = []
-    for email, pseudonym in DEMO_READERS:
+    for email, pseudonym in (*DEMO_READERS, DEMO_ADJUDICATOR):
         password = known.get(email, {}).get("password") or secrets.token_urlsafe(12)
         token = create_reader(server.url, server.admin_token, email, password)
         readers.append({"email": email, "pseudonym": pseudonym, "password": password, "token": token})
     credentials["readers"] = readers
     credentials.setdefault("organs", {organ: [email for email, _ in DEMO_READERS] for organ in ORGANS})
+    credentials.setdefault("adjudicators", dict.fromkeys(ORGANS, DEMO_ADJUDICATOR[0]))
     write_credentials(settings, credentials)
     return server, credentials
 

@@ -48,18 +48,17 @@ class PullSummary:
 def pull_reader_projects(
     client: LabelStudioClient, catalog: Catalog, assignment: ReaderAssignment, organ: str
 ) -> PullSummary:
-    """Export both reader projects and store their new or changed annotations."""
+    """Export both reader projects and the adjudication project; store new or changed annotations."""
     summary = PullSummary(organ=organ)
     settled = catalog.stage_item_keys("pull")
     emails = client.users()
-    for role in READER_ROLES:
+    for role in (*READER_ROLES, "adjudication"):
         project_id = client.ensure_project(project_title(organ, role), label_config(organ))
         tasks = client.export_tasks(project_id)
         readings: list[ReaderAnnotation] = []
         ledger: list[tuple[str, Outcome, str | None, str | None]] = []
-        for pulled in readings_from_export(
-            project_id, organ, tasks, lambda uid: assignment.pseudonym(emails.get(uid, ""))
-        ):
+        pseudonym = lambda uid: assignment.pseudonym(emails.get(uid, ""))  # noqa: E731
+        for pulled in readings_from_export(project_id, organ, tasks, pseudonym, adjudication=role == "adjudication"):
             summary.seen += 1
             if pulled.item_key in settled:
                 summary.skipped += 1

@@ -101,6 +101,7 @@ class ReaderAnnotation(LesionAnnotation):
     """One sonographer's reading of one image (pseudonymous)."""
 
     reader: str = Field(min_length=1, description="pseudonym, never a name or e-mail")
+    adjudication: bool = Field(default=False, description="the adjudicator's answer on a disputed image")
     lead_time: float | None = Field(default=None, ge=0, description="seconds spent, from Label Studio")
     ls_project_id: int | None = None
     ls_task_id: int | None = None

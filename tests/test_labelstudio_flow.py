@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from annotation.client import LabelStudioAuthError, LabelStudioClient
-from annotation.label_config import label_config
+from annotation.label_config import label_config, result_from_reading
 from annotation.projects import READER_ROLES, project_title
 from annotation.readers import ReaderNoise, simulate_reading
 from annotation.readings import is_disputed
@@ -49,7 +49,7 @@ def annotated(labelstudio_server, prefect_api, tmp_path_factory):
             phantom_items(workspace / "sources", seed=5, count=IMAGES), catalog, store, b"s", IngestOptions()
         )
         readers = []
-        for email, pseudonym in (("sono-a@test.local", "R1"), ("sono-b@test.local", "R2")):
+        for email, pseudonym in (("sono-a@test.local", "R1"), ("sono-b@test.local", "R2"), ("senior@test.local", "A1")):
             token = create_reader(labelstudio_server.url, labelstudio_server.admin_token, email, "pw-" + pseudonym * 6)
             readers.append({"email": email, "pseudonym": pseudonym, "token": token})
         write_credentials(
@@ -57,7 +57,8 @@ def annotated(labelstudio_server, prefect_api, tmp_path_factory):
             {
                 "admin": {"token": labelstudio_server.admin_token},
                 "readers": readers,
-                "organs": {organ: [r["email"] for r in readers] for organ in ORGANS},
+                "organs": {organ: [r["email"] for r in readers[:2]] for organ in ORGANS},
+                "adjudicators": dict.fromkeys(ORGANS, readers[2]["email"]),
             },
         )
         pushed = annotate_flow(AnnotateParams())
@@ -150,20 +151,35 @@ def test_adjudication_receives_exactly_the_disputed_images(annotated):
     assert 0 < total_disputed < IMAGES  # a realistic share disagrees
 
 
+def test_the_adjudicators_answer_is_pulled_as_an_adjudication(annotated, labelstudio_server):
+    catalog, settings = annotated["catalog"], annotated["settings"]
+    adjudicator = next(r for r in read_credentials(settings)["readers"] if r["pseudonym"] == "A1")
+    client = LabelStudioClient(labelstudio_server.url, adjudicator["token"])
+    task = client.export_tasks(_project(client, "liver", "adjudication"))[0]
+    image = catalog.get_image(task["data"]["image_id"])
+    answer = [([10.0, 12.0, 90.0, 80.0], {"echogenicity": "Isoechoic", "shape": "Round", "boundary": "Unclear"})]
+    client.create_annotation(int(task["id"]), result_from_reading("liver", answer, (image.width, image.height)))
+    pulled = pull_flow(PullParams(organ="liver"))
+    assert pulled[0].pulled == 1
+    adjudications = [r for r in catalog.reader_annotations(image.image_id) if r.adjudication]
+    assert [(r.reader, r.attributes) for r in adjudications] == [("A1", answer[0][1])]
+    assert adjudications[0].box == pytest.approx(answer[0][0], abs=0.5)
+
+
 def test_reimport_and_repull_change_nothing(annotated):
     catalog = annotated["catalog"]
     before = (catalog.table_counts(), catalog.status()["stages"])
     assert sum(s.imported for s in annotate_flow(AnnotateParams())) == 0
     again = pull_flow(PullParams())
     assert sum(s.pulled for s in again) == 0 and sum(s.disputed for s in again) == 0
-    assert sum(s.skipped for s in again) == 2 * IMAGES
+    assert sum(s.skipped for s in again) == 2 * IMAGES + 1  # both readers + the one adjudication
     assert (catalog.table_counts(), catalog.status()["stages"]) == before
 
 
 def test_status_counts_annotate_and_pull(annotated):
     stages = annotated["catalog"].status()["stages"]
     assert stages["annotate"] == {"in": IMAGES, "out": IMAGES, "quarantined": {}}
-    assert stages["pull"]["in"] == stages["pull"]["out"] == 2 * IMAGES
+    assert stages["pull"]["in"] == stages["pull"]["out"] == 2 * IMAGES + 1
 
 
 def test_wrong_token_is_a_one_line_error_naming_the_setting(annotated, capsys):

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, ClassVar
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint, false
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 ID_LENGTH = 64
@@ -73,6 +73,7 @@ class ReaderAnnotationRow(Base):
     image_id: Mapped[str] = mapped_column(ForeignKey("images.image_id"), index=True)
     organ: Mapped[str] = mapped_column(String(16))
     reader: Mapped[str] = mapped_column(String(64))
+    adjudication: Mapped[bool] = mapped_column(Boolean, server_default=false())
     lesion_index: Mapped[int] = mapped_column(Integer)
     box: Mapped[list[Any] | None] = mapped_column(JSON)
     attributes: Mapped[dict[str, Any]] = mapped_column(JSON)
