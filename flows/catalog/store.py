@@ -11,7 +11,7 @@ from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from alembic import command
 from alembic.config import Config
@@ -33,9 +33,10 @@ from flows.catalog.tables import (
     StageItemRow,
 )
 from flows.splits import KnownImage
-from schemas.records import ImageRecord, ReaderAnnotation, RecordStatus, SourceAnnotation
+from schemas.records import ImageRecord, ReaderAnnotation, Record, RecordStatus, SourceAnnotation
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+R = TypeVar("R", bound=Record)
 STAGES = ("ingest", "annotate", "pull", "consensus", "synthesize", "publish")
 UPSERT_BATCH = 500
 
@@ -246,20 +247,7 @@ class Catalog:
             .order_by(SourceAnnotationRow.origin, SourceAnnotationRow.lesion_index)
         )
         with Session(self.engine) as session:
-            return [
-                SourceAnnotation(
-                    image_id=r.image_id,
-                    organ=r.organ,
-                    lesion_index=r.lesion_index,
-                    box=r.box,
-                    attributes=r.attributes,
-                    confidence=r.confidence,
-                    image_width=r.image_width,
-                    image_height=r.image_height,
-                    origin=r.origin,
-                )
-                for r in session.scalars(query)
-            ]
+            return [_record(SourceAnnotation, row) for row in session.scalars(query)]
 
     def stage_counts(self) -> dict[str, dict[str, Any]]:
         """Per stage: {"in", "out", "quarantined": {reason: n}} from the ledger."""
@@ -316,27 +304,15 @@ class Catalog:
             )
 
 
+def _record(model: type[R], row: Base, **overrides: Any) -> R:
+    """The pydantic record of a catalog row: the same field names, minus the surrogate key."""
+    values = {column.name: getattr(row, column.name) for column in row.__table__.columns if column.name != "id"}
+    return model.model_validate({**values, **overrides})
+
+
 def _reader_annotation(row: ReaderAnnotationRow) -> ReaderAnnotation:
-    return ReaderAnnotation.model_validate(
-        {c.name: getattr(row, c.name) for c in ReaderAnnotationRow.__table__.columns if c.name != "id"}
-    )
+    return _record(ReaderAnnotation, row)
 
 
 def _image_record(row: ImageRow) -> ImageRecord:
-    return ImageRecord(
-        image_id=row.image_id,
-        organ=row.organ,
-        source=row.source,
-        source_ref=row.source_ref,
-        patient_key=row.patient_key,
-        width=row.width,
-        height=row.height,
-        phash=row.phash,
-        split=row.split,
-        status=RecordStatus(row.status),
-        quarantine_reason=row.quarantine_reason,
-        storage_key=row.storage_key,
-        created_at=row.created_at,
-        dup_group=row.dup_group,
-        source_metadata=row.source_metadata or {},
-    )
+    return _record(ImageRecord, row, source_metadata=row.source_metadata or {})  # NULL before revision 0003
