@@ -1,6 +1,7 @@
 """Near-duplicate groups and patient-level splits, stable across re-runs.
 
-Rules, in order: an image that is a near-duplicate of an ingested one joins that image's group and
+Rules, in order: an image of a test-only organ (thyroid by default, the paper's cross-domain set) is
+always test; an image that is a near-duplicate of an ingested one joins that image's group and
 its split; otherwise an image of a patient already seen takes that patient's split; otherwise the
 split is drawn from a seeded hash of the patient key (or, with a fixed test count, test until the
 organ has that many test images). Once assigned, a split is never changed: the catalog is the
@@ -65,7 +66,12 @@ class SplitAssigner:
     def assign(self, image_id: str, organ: str, patient_key: str, phash: str) -> tuple[str, str]:
         """(split, dup_group) for a new image, and remember it."""
         group = self.near_duplicate_group(phash) or image_id
-        split = self._group_split.get(group) or self._patient_split.get(patient_key) or self._draw(organ, patient_key)
+        if organ in self.test_only_organs:  # cross-domain test organs never train, whatever else the patient has
+            split = "test"
+        else:
+            split = (
+                self._group_split.get(group) or self._patient_split.get(patient_key) or self._draw(organ, patient_key)
+            )
         self.remember(KnownImage(image_id, organ, patient_key, phash, split, group))
         return split, group
 

@@ -37,3 +37,9 @@ def test_remembered_splits_are_never_redrawn():
     assigner = _assigner(test_fraction=0.0)  # a fresh draw would always say train
     assigner.remember(KnownImage("a" * 64, "liver", "a1" * 32, "0000000000000000", "test", None))
     assert assigner.assign("b" * 64, "liver", "a1" * 32, "ffffffffffffffff")[0] == "test"
+
+
+def test_a_test_only_organ_stays_test_even_for_a_patient_seen_in_train():
+    assigner = _assigner(test_fraction=0.0)
+    assert assigner.assign("a" * 64, "breast", "ab" * 32, "0000000000000000")[0] == "train"
+    assert assigner.assign("b" * 64, "thyroid", "ab" * 32, "ffffffffffffffff")[0] == "test"
