@@ -94,7 +94,7 @@ def demo(
     settings = _settings()
     console.rule("[bold]lookcloser demo: ingest")
     summary = _run_ingest(settings, {"kind": "phantom", "count": count, "seed": seed})
-    server_url, readers = None, []
+    server_url, readers, adjudicators = None, [], {}
     if labelstudio:
         console.rule("[bold]lookcloser demo: Label Studio (blinded dual reading)")
         from flows import labelstudio_local
@@ -102,6 +102,7 @@ def demo(
         with _local_server_errors():
             server, credentials = labelstudio_local.up(settings)
         server_url, readers = server.url, credentials["readers"]
+        adjudicators = credentials.get("adjudicators", {})
         from flows.annotate import AnnotateParams, annotate_flow, simulate_readers_flow
         from flows.pull import PullParams, pull_flow
 
@@ -126,7 +127,7 @@ def demo(
             f"Label Studio      {server_url}  (projects: 'lookcloser <organ> - reader A|reader B|adjudication')"
         )
         for reader in readers:
-            console.print(f"  reader {reader['pseudonym']}      log in as {reader['email']}")
+            console.print(f"  {_role(reader, adjudicators):11} {reader['pseudonym']}  log in as {reader['email']}")
         console.print(f"  passwords       {credentials_path(settings)} (readable by you only)")
         console.print("  stop it with    lookcloser labelstudio down")
     console.print("next stages (consensus, teacher, publish, training) arrive with their issues.")
@@ -217,7 +218,8 @@ def labelstudio_up() -> None:
         server, credentials = labelstudio_local.up(settings)
     console.print(f"Label Studio is up: {server.url}  (log: {server.log_path})")
     for reader in credentials["readers"]:
-        console.print(f"  reader {reader['pseudonym']}: log in as {reader['email']}")
+        role = _role(reader, credentials.get("adjudicators", {}))
+        console.print(f"  {role} {reader['pseudonym']}: log in as {reader['email']}")
     console.print(f"  passwords and tokens: {credentials_path(settings)} (readable by you only)")
 
 
@@ -242,6 +244,10 @@ def labelstudio_status() -> None:
         console.print(f"{key:8} {value}")
     if not state["healthy"]:
         raise typer.Exit(code=EXIT_CONFIG)
+
+
+def _role(account: dict[str, Any], adjudicators: dict[str, str]) -> str:
+    return "adjudicator" if account["email"] in adjudicators.values() else "reader"
 
 
 @contextlib.contextmanager
