@@ -324,9 +324,25 @@ def _prepare_prefect() -> None:  # before the first import of prefect
 
 
 @app.command()
-def consensus() -> None:
-    """Derive labels, confidence c and fused boxes from the readings."""
-    _not_built("consensus", "issue 5, consensus")
+def consensus(
+    organ: Annotated[str | None, typer.Option(help="only this organ")] = None,
+    disagreement: Annotated[
+        str | None, typer.Option(help="label on disagreement: auto, adjudicated, primary_reader or exclude")
+    ] = None,
+    agreement_threshold: Annotated[float | None, typer.Option(help="c = 1 iff agreement >= this (default 1.0)")] = None,
+) -> None:
+    """Derive labels, confidence c and fused boxes from the readings; write agreement statistics."""
+    _prepare_prefect()
+    from annotation.consensus import ConsensusPolicy
+    from flows.consensus import ConsensusParams, consensus_flow
+
+    policy = _params(ConsensusPolicy, disagreement=disagreement, agreement_threshold=agreement_threshold)
+    for summary in consensus_flow(_params(ConsensusParams, organ=organ, policy=policy)):
+        console.print(
+            f"consensus {summary.organ}: {summary.decided} decided (c=1 {summary.c1}, c=0 {summary.c0}), "
+            f"{summary.unchanged} unchanged, quarantined {summary.quarantined or 0}"
+        )
+    console.print(f"agreement report: {_settings().workspace.resolve() / 'reports' / 'agreement'}")
 
 
 @app.command()

@@ -103,6 +103,22 @@ class ConsensusRow(Base):
     image_height: Mapped[int] = mapped_column(Integer)
 
 
+class ConsensusDecisionRow(Base):
+    """Every consensus decision ever taken (audit trail): which rule, from which inputs, when."""
+
+    __tablename__ = "consensus_decisions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    image_id: Mapped[str] = mapped_column(String(ID_LENGTH), index=True)
+    attribute: Mapped[str] = mapped_column(String(64))
+    label: Mapped[str | None] = mapped_column(String(128))
+    confidence: Mapped[int | None] = mapped_column(Integer)
+    rule: Mapped[str | None] = mapped_column(String(64))
+    reason: Mapped[str | None] = mapped_column(String(128))
+    inputs_hash: Mapped[str] = mapped_column(String(64))
+    decided_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
 class RationaleRow(Base):
     __tablename__ = "rationales"
 
