@@ -136,6 +136,9 @@ def derive_consensus(
             by_reader.setdefault(reading.reader, []).append(reading)
     adjudicated = sorted((r for r in readings if r.adjudication), key=lambda r: r.lesion_index)
     metadata = next((s for s in sources if s.confidence), None)
+    duplicated = any(
+        len({r.lesion_index for r in lesions}) < len(lesions) for lesions in by_reader.values()
+    )  # the same reader twice for one lesion: which reading counts is not ours to guess
     outcomes = []
     lesion = _main_lesion(match_lesions(by_reader)) if by_reader else None
     box_state = _box(lesion, adjudicated, metadata, size, policy) if lesion or metadata else None
@@ -143,6 +146,9 @@ def derive_consensus(
     for attribute, spec in vocabulary.attributes.items():
         outcome = ConsensusOutcome(image_id, attribute)
         outcomes.append(outcome)
+        if duplicated:
+            outcome.reason = "duplicate_reading"
+            continue
         if box_state is None:
             outcome.reason = "no_readings"
             continue

@@ -90,7 +90,7 @@ def demo(
         bool, typer.Option(help="run the Label Studio leg (local server, two simulated readers, pull)")
     ] = True,
 ) -> None:
-    """The whole path on embedded defaults: phantom data → ingest → Label Studio dual reading → pull."""
+    """The whole path on embedded defaults: phantom data → ingest → Label Studio dual reading → pull → consensus."""
     settings = _settings()
     console.rule("[bold]lookcloser demo: ingest")
     summary = _run_ingest(settings, {"kind": "phantom", "count": count, "seed": seed})
@@ -113,6 +113,13 @@ def demo(
             f"simulated readers posted {posted} annotations; pulled {sum(p.pulled for p in pulled)}, "
             f"{sum(p.disputed for p in pulled)} disputed images sent to adjudication"
         )
+        console.rule("[bold]lookcloser demo: consensus")
+        from flows.consensus import ConsensusParams, consensus_flow
+
+        for decided in consensus_flow(ConsensusParams()):
+            console.print(
+                f"consensus {decided.organ}: c=1 {decided.c1}, c=0 {decided.c0}, quarantined {decided.quarantined or 0}"
+            )
     _print_status(_open_catalog(settings).status())
     console.rule("[bold]where to look")
     console.print(f"workspace         {settings.workspace.resolve()}")
@@ -130,7 +137,8 @@ def demo(
             console.print(f"  {_role(reader, adjudicators):11} {reader['pseudonym']}  log in as {reader['email']}")
         console.print(f"  passwords       {credentials_path(settings)} (readable by you only)")
         console.print("  stop it with    lookcloser labelstudio down")
-    console.print("next stages (consensus, teacher, publish, training) arrive with their issues.")
+        console.print(f"agreement report  {(settings.workspace / 'reports' / 'agreement').resolve()}  (κ, plots)")
+    console.print("next stages (teacher, validate and publish, training, evaluation) arrive with their issues.")
 
 
 @app.command()

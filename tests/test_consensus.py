@@ -143,6 +143,7 @@ def test_multi_lesion_images_are_matched_before_fusing():
         ([_read("R1"), _read("R2", box=None)], "reader_without_box"),
         ([_read("R1")], "single_reading"),
         ([], "no_readings"),
+        ([_read("R1"), _read("R1", box=(21, 11, 61, 51)), _read("R2")], "duplicate_reading"),
         ([_read("R1"), _read("R2"), _read("A1", adjudication=True)], "adjudication_without_dispute"),
     ],
 )
