@@ -157,6 +157,9 @@ def ingest(
     near_duplicate_distance: Annotated[
         int | None, typer.Option(help="pHash Hamming distance at or below which images share a group (default 6)")
     ] = None,
+    source_name: Annotated[
+        str | None, typer.Option(help="name of this source in refs (default: the last part of PATH)")
+    ] = None,
 ) -> None:
     """Ingest a source into the catalog and image store (idempotent: re-runs change nothing)."""
     if kind not in INGEST_KINDS:
@@ -164,6 +167,7 @@ def ingest(
     if kind != "phantom" and (path is None or (kind != "hf" and not Path(path).exists())):
         raise ConfigError(f"ingest {kind}: the source path is missing or does not exist")
     params: dict[str, Any] = {
+        "source_name": source_name,
         "kind": kind,
         "path": path,
         "organ": organ,

@@ -49,6 +49,11 @@ class IngestParams(BaseModel):
     count: int = Field(default=30, ge=1, description="phantom: number of images")
     seed: int = Field(default=0, ge=0, description="phantom: random seed")
     adapter_options: dict[str, Any] = Field(default_factory=dict, description="adapter keyword options")
+    source_name: str | None = Field(
+        default=None,
+        description="names this source in refs, so two sources with the same relative file names never collide "
+        "(default: the last part of the path or dataset id)",
+    )
     options: IngestOptions = Field(default_factory=IngestOptions)
 
     @model_validator(mode="after")
@@ -70,7 +75,19 @@ def source_items(params: IngestParams) -> tuple[Iterator[SourceItem], int | None
     if params.kind not in ORGAN_FREE_ADAPTERS:
         kwargs["organ"] = params.organ
     source = params.path if params.kind == "hf" else Path(str(params.path))
-    return adapter(source, **kwargs), None
+    return scoped(adapter(source, **kwargs), source_scope(params)), None
+
+
+def source_scope(params: IngestParams) -> str:
+    """What distinguishes this source from another of the same kind (refs are relative to it)."""
+    return params.source_name or Path(str(params.path).rstrip("/")).name or str(params.path)
+
+
+def scoped(items: Iterator[SourceItem], scope: str) -> Iterator[SourceItem]:
+    """Prefix every ref with the source's scope: `benign/1.png` of two BUSI copies are two items."""
+    for item in items:
+        item.source_ref = f"{scope}/{item.source_ref}"
+        yield item
 
 
 @task

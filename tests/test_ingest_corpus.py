@@ -44,34 +44,36 @@ class Case:
 
 
 CASES = {
-    "corrupt png": Case("folder", "corrupt.png", "corrupt_image"),
-    "truncated jpeg": Case("folder", "truncated.jpg", "corrupt_image"),
-    "zero-byte file": Case("folder", "zero.png", "empty_file"),
-    "text with png name": Case("folder", "text.png", "not_an_image"),
-    "1x1 image": Case("folder", "one_pixel.png", "image_too_small"),
-    "30000x30000 header": Case("folder", "huge_header.png", "decompression_bomb"),
-    "blank image": Case("folder", "blank.png", "near_constant_image"),
-    "16-bit grayscale": Case("folder", "deep16.png", None),
-    "CMYK jpeg": Case("folder", "cmyk.jpg", None),
-    "RGBA": Case("folder", "rgba.png", None),
-    "palette": Case("folder", "palette.png", None),
-    "EXIF-rotated": Case("folder", "exif_rotated.jpg", None),
-    "non-UTF-8 file name": Case("folder", NON_UTF8_NAME, None),
-    "file name with a patient name": Case("folder", PHI_NAME, None),
-    "folder name with a record number": Case("folder", f"{PHI_FOLDER}/scan.png", None),
-    "same file, first name": Case("folder", "good.png", None),
-    "same file, second name": Case("folder", "good_copy.png", "exact_duplicate"),
-    "empty mask": Case("folder", "benign/benign (1).png", None),
-    "mask of another size": Case("folder", "benign/benign (2).png", "mask_size_mismatch"),
-    "mask with three lesions": Case("folder", "benign/benign (3).png", None),
-    "DICOM without pixel data": Case("dicom", "no_pixels.dcm", "dicom_without_pixel_data"),
-    "DICOM multi-frame": Case("dicom", "cine.dcm#frame=1", None),
-    "DICOM with PHI in ten tags": Case("dicom", "phi.dcm", None),
-    "manifest row, missing file": Case("manifest", "manifest.csv:1", "image_missing"),
-    "manifest row, box outside image": Case("manifest", "manifest.csv:2", "invalid_source_annotation"),
-    "manifest row, unknown organ": Case("manifest", "manifest.csv:3", "unknown_organ"),
-    "manifest row, unknown attribute value": Case("manifest", "manifest.csv:4", "attribute_not_in_vocabulary"),
-    "manifest row, good": Case("manifest", "manifest.csv:5", None),
+    "corrupt png": Case("folder", "plain/corrupt.png", "corrupt_image"),
+    "truncated jpeg": Case("folder", "plain/truncated.jpg", "corrupt_image"),
+    "zero-byte file": Case("folder", "plain/zero.png", "empty_file"),
+    "text with png name": Case("folder", "plain/text.png", "not_an_image"),
+    "1x1 image": Case("folder", "plain/one_pixel.png", "image_too_small"),
+    "30000x30000 header": Case("folder", "plain/huge_header.png", "decompression_bomb"),
+    "blank image": Case("folder", "plain/blank.png", "near_constant_image"),
+    "16-bit grayscale": Case("folder", "plain/deep16.png", None),
+    "CMYK jpeg": Case("folder", "plain/cmyk.jpg", None),
+    "RGBA": Case("folder", "plain/rgba.png", None),
+    "palette": Case("folder", "plain/palette.png", None),
+    "EXIF-rotated": Case("folder", "plain/exif_rotated.jpg", None),
+    "non-UTF-8 file name": Case("folder", "plain/" + NON_UTF8_NAME, None),
+    "file name with a patient name": Case("folder", "plain/" + PHI_NAME, None),
+    "folder name with a record number": Case("folder", f"plain/{PHI_FOLDER}/scan.png", None),
+    "same file, first name": Case("folder", "plain/good.png", None),
+    "same file, second name": Case("folder", "plain/good_copy.png", "exact_duplicate"),
+    "empty mask": Case("folder", "busi/benign/benign (1).png", None),
+    "mask of another size": Case("folder", "busi/benign/benign (2).png", "mask_size_mismatch"),
+    "mask with three lesions": Case("folder", "busi/benign/benign (3).png", None),
+    "DICOM without pixel data": Case("dicom", "dicom/no_pixels.dcm", "dicom_without_pixel_data"),
+    "DICOM multi-frame": Case("dicom", "dicom/cine.dcm#frame=1", None),
+    "DICOM with PHI in ten tags": Case("dicom", "dicom/phi.dcm", None),
+    "manifest row, missing file": Case("manifest", "manifest.csv/manifest.csv:1", "image_missing"),
+    "manifest row, box outside image": Case("manifest", "manifest.csv/manifest.csv:2", "invalid_source_annotation"),
+    "manifest row, unknown organ": Case("manifest", "manifest.csv/manifest.csv:3", "unknown_organ"),
+    "manifest row, unknown attribute value": Case(
+        "manifest", "manifest.csv/manifest.csv:4", "attribute_not_in_vocabulary"
+    ),
+    "manifest row, good": Case("manifest", "manifest.csv/manifest.csv:5", None),
 }
 
 
@@ -202,15 +204,15 @@ def test_nothing_else_is_in_the_ledger_and_in_equals_out_plus_quarantined(ingest
 
 def test_three_lesion_mask_gives_three_boxes_and_the_duplicate_shares_its_image(ingested):
     catalog, ledger, salt = ingested["catalog"], ingested["ledger"], ingested["salt"]
-    three = ledger[f"folder:{ref_id(salt, 'folder', 'benign/benign (3).png')}"].record_key
+    three = ledger[f"folder:{ref_id(salt, 'folder', 'busi/benign/benign (3).png')}"].record_key
     assert [a.box for a in catalog.source_annotations(three)] == [[2, 2, 13, 13], [40, 10, 56, 31], [70, 40, 91, 61]]
-    duplicate = ledger[f"folder:{ref_id(salt, 'folder', 'good_copy.png')}"].record_key
+    duplicate = ledger[f"folder:{ref_id(salt, 'folder', 'plain/good_copy.png')}"].record_key
     assert len(catalog.image_refs(duplicate)) == 2
 
 
 def test_dicom_burned_in_header_is_cut_away(ingested):
     catalog, ledger, salt = ingested["catalog"], ingested["ledger"], ingested["salt"]
-    image = catalog.get_image(ledger[f"dicom:{ref_id(salt, 'dicom', 'phi.dcm')}"].record_key)
+    image = catalog.get_image(ledger[f"dicom:{ref_id(salt, 'dicom', 'dicom/phi.dcm')}"].record_key)
     assert (image.width, image.height) == (96, 64 - HEADER_ROWS)
 
 
@@ -242,3 +244,29 @@ def test_rerunning_the_same_sources_adds_and_rewrites_nothing(ingested, monkeypa
     assert main(["ingest", "dicom", str(root / "dicom")]) == 0
     assert "0 new" in capsys.readouterr().out
     assert (catalog.table_counts(), catalog.status(), [i.model_dump() for i in catalog.iter_images()]) == before
+
+
+def test_two_sources_with_the_same_relative_names_are_both_ingested(ingested, monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("LOOKCLOSER_WORKSPACE", str(ingested["workspace"]))
+    for site, seed in (("site-a", 71), ("site-b", 72)):
+        _png(tmp_path / site / "scan.png", seed=seed)
+        assert main(["ingest", "folder", str(tmp_path / site), "--organ", "liver", "--option", "layout=plain"]) == 0
+        assert "1 new" in capsys.readouterr().out  # not skipped as "already ingested"
+    _png(tmp_path / "elsewhere" / "site-a" / "scan.png", seed=73)  # same scope and name, other content
+    assert (
+        main(
+            [
+                "ingest",
+                "folder",
+                str(tmp_path / "elsewhere" / "site-a"),
+                "--organ",
+                "liver",
+                "--option",
+                "layout=plain",
+                "--source-name",
+                "site-a-2026",
+            ]
+        )
+        == 0
+    )
+    assert "1 new" in capsys.readouterr().out
