@@ -142,7 +142,7 @@ def derive_consensus(
     outcomes = []
     lesion = _main_lesion(match_lesions(by_reader)) if by_reader else None
     box_state = _box(lesion, adjudicated, metadata, size, policy) if lesion or metadata else None
-    disputed = lesion is not None and _is_disputed(lesion, vocabulary.attributes, policy)
+    disputed = bool(by_reader) and readers_disagree(by_reader, min_box_iou=policy.min_box_iou)
     for attribute, spec in vocabulary.attributes.items():
         outcome = ConsensusOutcome(image_id, attribute)
         outcomes.append(outcome)
@@ -251,9 +251,19 @@ def _box(
     return fuse_boxes(boxes, "mean"), overlap, True
 
 
-def _is_disputed(lesion: _Lesion, attributes: dict, policy: ConsensusPolicy) -> bool:
-    """The readers disagree on the box (below the overlap threshold) or on any attribute."""
-    boxes = lesion.boxes()
-    if len(boxes) > 1 and min_pairwise_iou(boxes) < policy.min_box_iou:
-        return True
-    return any(len({a.attributes.get(name) for a in lesion.by_reader.values()}) > 1 for name in attributes)
+def readers_disagree(by_reader: dict[str, list[ReaderAnnotation]], *, min_box_iou: float) -> bool:
+    """The image-level dispute that sends an image to adjudication (and that consensus checks against).
+
+    After matching lesions across readers: a lesion not every reader saw, boxes overlapping below
+    the threshold, or any attribute on which the readers differ.
+    """
+    for lesion in match_lesions(by_reader):
+        if len(lesion.by_reader) < len(by_reader):
+            return True
+        boxes = lesion.boxes()
+        if len(boxes) > 1 and min_pairwise_iou(boxes) < min_box_iou:
+            return True
+        names = {name for reading in lesion.by_reader.values() for name in reading.attributes}
+        if any(len({r.attributes.get(name) for r in lesion.by_reader.values()}) > 1 for name in names):
+            return True
+    return False

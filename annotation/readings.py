@@ -14,7 +14,6 @@ from typing import Any
 from pydantic import ValidationError
 
 from annotation.label_config import reading_from_result, validate_result
-from schemas.frames import iou
 from schemas.records import ReaderAnnotation
 
 
@@ -99,20 +98,3 @@ def _convert(
     except ValidationError:
         return PulledAnnotation(key, reason="invalid_reading")
     return PulledAnnotation(key, readings=readings)
-
-
-def is_disputed(first: list[ReaderAnnotation], second: list[ReaderAnnotation], *, min_box_iou: float) -> bool:
-    """Two readings disagree: another lesion count, a box overlap below the threshold, or any attribute."""
-    if len(first) != len(second):
-        return True
-    pairs = zip(sorted(first, key=_box_order), sorted(second, key=_box_order), strict=True)
-    for a, b in pairs:
-        if a.box is not None and b.box is not None and iou(a.box, b.box) < min_box_iou:
-            return True
-        if a.attributes != b.attributes:
-            return True
-    return False
-
-
-def _box_order(reading: ReaderAnnotation) -> tuple[float, float]:
-    return (reading.box[0], reading.box[1]) if reading.box else (0.0, 0.0)

@@ -16,9 +16,10 @@ from prefect import flow, task
 from pydantic import BaseModel, Field
 
 from annotation.client import LabelStudioClient
+from annotation.consensus import readers_disagree
 from annotation.label_config import label_config, result_from_reading
 from annotation.projects import READER_ROLES, ReaderAssignment, image_task, project_title
-from annotation.readings import is_disputed, readings_from_export
+from annotation.readings import readings_from_export
 from flows.catalog import Catalog, Outcome
 from flows.labelstudio_access import admin_client, load_assignment
 from flows.settings import load_settings
@@ -91,7 +92,7 @@ def route_disputes(
     for image_id, by_reader in catalog.readings_by_image(organ).items():
         if image_id in present or first not in by_reader or second not in by_reader:
             continue
-        if not is_disputed(by_reader[first], by_reader[second], min_box_iou=min_box_iou):
+        if not readers_disagree({r: by_reader[r] for r in (first, second)}, min_box_iou=min_box_iou):
             continue
         image = catalog.get_image(image_id)
         if image is None:

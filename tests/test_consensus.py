@@ -161,3 +161,17 @@ def test_a_reader_missing_an_attribute():
 def test_label_outside_the_vocabulary():
     bad = _read("R2").model_copy(update={"attributes": {**AGREED, "echogenicity": "Purple"}})
     assert _run([_read("R1"), bad])["echogenicity"].reason == "label_not_in_vocabulary"
+
+
+def test_a_dispute_on_a_second_lesion_makes_the_adjudication_legitimate():
+    """Pull sends the image to adjudication for it; consensus must not call that adjudication unwarranted."""
+    main = dict(box=(10, 10, 90, 90))
+    readings = [
+        _read("R1", **main),
+        _read("R1", box=(120, 20, 140, 40), lesion=1),
+        _read("R2", **main),
+        _read("R2", box=(120, 20, 140, 40), lesion=1, shape="Round"),
+        _read("A1", adjudication=True, **main),
+    ]
+    out = _run(readings)["shape"]
+    assert out.reason is None and out.record.confidence == 1  # the main lesion agrees

@@ -12,10 +12,10 @@ import httpx
 import pytest
 
 from annotation.client import LabelStudioAuthError, LabelStudioClient
+from annotation.consensus import readers_disagree
 from annotation.label_config import label_config, result_from_reading
 from annotation.projects import READER_ROLES, project_title
 from annotation.readers import ReaderNoise, simulate_reading
-from annotation.readings import is_disputed
 from annotation.server import create_reader
 from flows.annotate import AnnotateParams, annotate_flow, simulate_readers_flow
 from flows.catalog import Catalog
@@ -142,7 +142,7 @@ def test_adjudication_receives_exactly_the_disputed_images(annotated):
         disputed = {
             image_id
             for image_id, by_reader in catalog.readings_by_image(organ).items()
-            if is_disputed(by_reader[first], by_reader[second], min_box_iou=PullParams().min_box_iou)
+            if readers_disagree({r: by_reader[r] for r in (first, second)}, min_box_iou=PullParams().min_box_iou)
         }
         tasks = client.export_tasks(_project(client, organ, "adjudication"))
         assert {t["data"]["image_id"] for t in tasks} == disputed

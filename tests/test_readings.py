@@ -2,8 +2,9 @@
 
 import pytest
 
+from annotation.consensus import readers_disagree
 from annotation.label_config import result_from_reading
-from annotation.readings import is_disputed, readings_from_export
+from annotation.readings import readings_from_export
 from schemas.records import ReaderAnnotation
 
 SIZE = (200, 100)
@@ -64,6 +65,10 @@ def _reading(box, **attributes):
     return ReaderAnnotation(
         image_id="a" * 64, organ="liver", reader="R", box=box, attributes=values, image_width=200, image_height=100
     )
+
+
+def is_disputed(first, second, *, min_box_iou):
+    return readers_disagree({"R1": first, "R2": second}, min_box_iou=min_box_iou)
 
 
 def test_disputes():
