@@ -141,12 +141,28 @@ class Rationale(Record):
 
     image_id: str
     attribute: str
+    organ: Organ
+    question: str
+    label: str
+    confidence: Literal[0, 1]
+    bbox_2d: list[int] = Field(min_length=4, max_length=4, description="model frame; inserted by code")
     search: str
     diagnosis: str
-    generator: str = Field(description="backend/model/prompt-version, e.g. template/none/zoom-prompt-v1")
-    cache_key: str
+    generator: str = Field(description="backend/model/prompt-version, e.g. template/none/teacher-v1")
+    backend: str = Field(description="template | openai")
+    model: str = Field(description="served model name; 'none' for the template backend")
+    prompt_version: str
+    seed: int = Field(ge=0)
+    regenerations: int = Field(default=0, ge=0, description="times regenerated for diversity")
+    base_key: str = Field(description="hash of what the rationale depends on (record, prompt, model, sampling)")
+    cache_key: str = Field(description="key of the teacher reply it came from")
     valid: bool = True
     validation_errors: list[str] = Field(default_factory=list)
+    created_at: datetime = Field(default_factory=_now)
+
+    @property
+    def record_id(self) -> str:
+        return f"{self.image_id}:{self.attribute}"
 
 
 class Sample(Record):

