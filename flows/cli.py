@@ -358,9 +358,44 @@ def consensus(
 
 
 @app.command()
-def synthesize(backend: Annotated[str, typer.Option(help="template or openai")] = "template") -> None:
+def synthesize(
+    backend: Annotated[str, typer.Option(help="template (offline, deterministic) or openai (the served teacher)")] = (
+        "template"
+    ),
+    organ: Annotated[str | None, typer.Option(help="only this organ")] = None,
+    concurrency: Annotated[int | None, typer.Option(help="teacher requests in flight (default 32)")] = None,
+    candidates: Annotated[int | None, typer.Option(help="n: candidates per request (default 2)")] = None,
+    temperature: Annotated[float | None, typer.Option(help="sampling temperature (default 0.7)")] = None,
+    prompt_version: Annotated[str | None, typer.Option(help="prompt bundle in prompts/ (default teacher-v1)")] = None,
+    timeout: Annotated[float | None, typer.Option(help="seconds per teacher request (default 120)")] = None,
+) -> None:
     """Write confidence-toned zoom rationales with the teacher."""
-    _not_built("synthesize", "issue 6, teacher synthesis")
+    _prepare_prefect()
+    from flows.synthesize import SynthesizeParams, TeacherConfigError, check_config, synthesize_flow
+    from flows.teacher.prompting import PromptError
+
+    params = _params(
+        SynthesizeParams,
+        backend=backend,
+        organ=organ,
+        concurrency=concurrency,
+        candidates=candidates,
+        temperature=temperature,
+        prompt_version=prompt_version,
+        timeout_s=timeout,
+    )
+    try:
+        check_config(params, _settings())
+    except (PromptError, TeacherConfigError) as err:
+        raise ConfigError(str(err)) from None
+    summary = synthesize_flow(params)
+    quarantined = sum(summary.quarantined.values())
+    console.print(
+        f"synthesize: {summary.records} records = {summary.produced} produced + {quarantined} quarantined "
+        f"{dict(summary.quarantined) or ''}; this run {summary.requested} needed the teacher, "
+        f"{summary.calls} calls, {summary.cached_calls} from cache"
+    )
+    console.print(f"report: {_settings().workspace.resolve() / 'reports' / 'synthesis' / 'report.md'}")
 
 
 @app.command()

@@ -13,6 +13,8 @@ from typing import Annotated
 from pydantic import AnyHttpUrl, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from schemas.frames import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS
+
 ENV_PREFIX = "LOOKCLOSER_"
 
 
@@ -42,7 +44,12 @@ class Settings(BaseSettings):
         default_factory=list, description="OpenAI-compatible replicas, comma-separated"
     )
     teacher_api_key: SecretStr | None = None
-    teacher_model: str = "Qwen/Qwen2.5-VL-72B-Instruct"
+    teacher_model: str = Field(
+        default="Qwen/Qwen2.5-VL-72B-Instruct", description="the served model name the replicas answer to"
+    )
+    min_pixels: int = Field(default=DEFAULT_MIN_PIXELS, gt=0, description="model-frame pixel floor (dataset version)")
+    max_pixels: int = Field(default=DEFAULT_MAX_PIXELS, gt=0, description="model-frame pixel cap (dataset version)")
+    crop_padding: float = Field(default=0.0, ge=0.0, le=1.0, description="zoom crop padding, fraction of the box")
     hub_token: SecretStr | None = None
     hub_repo_id: str | None = None
     patient_key_salt: SecretStr | None = Field(

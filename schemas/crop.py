@@ -12,6 +12,8 @@ from collections.abc import Sequence
 
 from PIL import Image
 
+from schemas.frames import model_size
+
 CROP_VERSION = "crop-v1"
 MIN_CROP_SIDE = 28  # one Qwen2.5-VL merged patch; smaller crops break the processor
 MAX_CROP_ASPECT_RATIO = 100  # as DeepEyes / verl: a sliver carries no diagnostic content
@@ -66,3 +68,10 @@ def crop(image: Image.Image, bbox_2d: Sequence[float], *, padding: float = 0.0) 
     """Zoom into `bbox_2d` (model frame): clamp, sort, grow to ≥ 28 px, reject aspect > 100, pad."""
     box = crop_box(bbox_2d, image.size, padding=padding)
     return image.crop(box), list(box)
+
+
+def model_frame_image(image: Image.Image, *, min_pixels: int, max_pixels: int) -> Image.Image:
+    """The image resized to the model frame (`smart_resize`): the processor's own resize is then the identity."""
+    size = model_size(image.width, image.height, min_pixels, max_pixels)
+    rgb = image.convert("RGB")
+    return rgb if rgb.size == size else rgb.resize(size, Image.Resampling.BICUBIC)

@@ -57,11 +57,21 @@ def contains_any(text: str, phrases: list[str]) -> list[str]:
     return [p for p in phrases if phrase_pattern(p).search(text)]
 
 
-def _mask(text: str, phrases: list[str]) -> str:
-    """The text with every occurrence of the phrases blanked out, longest phrase first."""
-    for phrase in sorted(phrases, key=len, reverse=True):
-        text = phrase_pattern(phrase).sub(" ", text)
-    return text
+def mentioned_values(text: str, terms: dict[str, list[str]]) -> set[str]:
+    """The values named in the text; the longest phrase wins where phrases overlap.
+
+    "very hypoechoic" names Very hypoechoic, not also Hypoechoic, and "not parallel" names Not parallel.
+    """
+    phrases = sorted(((p, v) for v, ps in terms.items() for p in ps), key=lambda pv: len(pv[0]), reverse=True)
+    taken: list[tuple[int, int]] = []
+    found: set[str] = set()
+    for phrase, value in phrases:
+        for match in phrase_pattern(phrase).finditer(text):
+            start, end = match.span()
+            if all(end <= s or start >= e for s, e in taken):
+                taken.append((start, end))
+                found.add(value)
+    return found
 
 
 # ------------------------------------------------------------------------------------------ checks
@@ -73,16 +83,15 @@ def search_reveals_answer(rationale: RationaleText, ctx: CheckContext) -> str | 
 
 
 def diagnosis_omits_label(rationale: RationaleText, ctx: CheckContext) -> str | None:
-    own = ctx.bundle.value_terms(ctx.request.organ, ctx.request.attribute)[ctx.request.label]
-    return None if contains_any(rationale.diagnosis, own) else "diagnosis_omits_label"
+    terms = ctx.bundle.value_terms(ctx.request.organ, ctx.request.attribute)
+    return None if ctx.request.label in mentioned_values(rationale.diagnosis, terms) else "diagnosis_omits_label"
 
 
 def diagnosis_contradicts_label(rationale: RationaleText, ctx: CheckContext) -> str | None:
-    """Another value of the attribute is named once the label's own phrases are blanked out."""
+    """Another value of the attribute is named (negations included: the teacher should not name rivals)."""
     terms = ctx.bundle.value_terms(ctx.request.organ, ctx.request.attribute)
-    remaining = _mask(rationale.diagnosis, terms[ctx.request.label])
-    others = [t for value, phrases in terms.items() if value != ctx.request.label for t in phrases]
-    return "diagnosis_contradicts_label" if contains_any(remaining, others) else None
+    others = mentioned_values(rationale.diagnosis, terms) - {ctx.request.label}
+    return "diagnosis_contradicts_label" if others else None
 
 
 def tone_mismatch(rationale: RationaleText, ctx: CheckContext) -> str | None:
