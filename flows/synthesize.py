@@ -136,6 +136,9 @@ def run_synthesis(params: SynthesizeParams, settings: Settings) -> SynthesisSumm
         if pool is not None:
             summary.requests = pool.stats.requests
             summary.retries = dict(pool.stats.retries)
+            summary.prompt_tokens = pool.stats.prompt_tokens
+            summary.completion_tokens = pool.stats.completion_tokens
+            summary.images_per_request = dict(pool.stats.images_per_request)
         log.info("synthesize: %s", json.dumps(summary.as_dict()))
         return summary
     finally:

@@ -115,7 +115,7 @@ def vllm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         server = VLLMServer(venv, model_dir, run_dir=root / "run")
         server.start()
     except VLLMUnavailableError as error:
-        pytest.fail(str(error), pytrace=False)
+        raise pytest.fail.Exception(str(error), pytrace=False) from None
     try:
         yield server
     finally:

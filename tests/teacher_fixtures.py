@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import hashlib
+import json
+from collections.abc import Callable
 from pathlib import Path
 
 from flows.catalog import Catalog
 from flows.image_store import ImageStore
 from flows.ingestion import IngestOptions, register_items
 from flows.sources.phantom import phantom_items
+from flows.teacher.backends import TemplateBackend
+from flows.teacher.prompting import TeacherRequest, load_prompt_bundle
+from flows.teacher.synthesis import build_request
+from schemas.frames import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS
 from schemas.records import ConfidenceSource, ConsensusRecord
 
 
@@ -38,3 +44,30 @@ def phantom_consensus(catalog: Catalog, store: ImageStore, sources: Path, *, cou
             decisions.append((image.image_id, attribute, record, "test", None, "inputs"))
     catalog.save_consensus(decisions)
     return len(decisions)
+
+
+def template_responders(catalog: Catalog) -> tuple[Callable[[str, dict], str], Callable[[str, dict], str]]:
+    """Scripted-server responders that answer like a good teacher (and like one with the wrong tone).
+
+    The item header `image_id:attribute:seed:first|repair` says which record and seed a request is for;
+    the reply is the template backend's, so it passes every check (the wrong-tone one fails exactly one).
+    """
+    bundle = load_prompt_bundle()
+    backend = TemplateBackend(bundle)
+    settings_frame = {"min_pixels": DEFAULT_MIN_PIXELS, "max_pixels": DEFAULT_MAX_PIXELS}
+    requests = {r.record_id: build_request(r, **settings_frame) for r in catalog.consensus_records()}
+
+    def parse(item: str) -> tuple[TeacherRequest, int]:
+        image_id, attribute, seed, _kind = item.split(":")
+        return requests[f"{image_id}:{attribute}"], int(seed)
+
+    def good(item: str, _body: dict) -> str:
+        request, seed = parse(item)
+        return json.dumps(backend.reply(request, seed))
+
+    def wrong_tone(item: str, _body: dict) -> str:
+        request, seed = parse(item)
+        flipped = request.model_copy(update={"confidence": 1 - request.confidence})
+        return json.dumps(backend.reply(flipped, seed))
+
+    return good, wrong_tone

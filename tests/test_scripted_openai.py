@@ -22,7 +22,10 @@ from tests.scripted_openai import (
 
 GOOD = '{"search": "s", "diagnosis": "d"}'
 FLIPPED = '{"search": "s", "diagnosis": "DEFINITELY malignant, no doubt"}'
-PNG = "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR4nGNgYGD4DwABBAEAwS2OUAAAAABJRU5ErkJggg=="
+PNG = (
+    "data:image/png;base64,"
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR4nGNgYGD4DwABBAEAwS2OUAAAAABJRU5ErkJggg=="
+)
 
 
 def good(item: str, body: dict[str, Any]) -> str:
@@ -172,18 +175,19 @@ def test_fault_plan_rejects_impossible_fractions() -> None:
 
 
 def test_observed_fault_fractions_match_the_plan() -> None:
-    plan = FaultPlan(server_error=0.2, timeout=0.1, malformed_json=0.1, wrong_tone=0.1, rate_limited=0.05, hang_s=1.0)
+    plan = FaultPlan(server_error=0.2, timeout=0.1, malformed_json=0.1, wrong_tone=0.1, rate_limited=0.05, hang_s=4.0)
     total = 400
 
     async def scenario(server: ScriptedOpenAIServer) -> dict[str, str]:
-        gate = asyncio.Semaphore(100)
+        gate = asyncio.Semaphore(50)
 
         async def one(client: AsyncOpenAI, item: str) -> tuple[str, str]:
             async with gate:
                 return item, await outcome(client, item)
 
-        # Timeout faults hang 1.0 s on the server and the client gives up after 0.4 s
-        async with client_for(server, timeout=0.4) as client:
+        # Timeout faults hang 4 s on the server and the client gives up after 1.5 s: wide margins, so that
+        # on a busy machine a slow good reply is not taken for a timeout
+        async with client_for(server, timeout=1.5) as client:
             results = await asyncio.gather(*(one(client, f"item-{i:03d}") for i in range(total)))
         return dict(results)
 
@@ -243,7 +247,12 @@ def test_content_faults_repeat_and_transport_faults_clear() -> None:
 def test_server_error_clears_on_retry() -> None:
     async def scenario(server: ScriptedOpenAIServer) -> tuple[str, list[str]]:
         async with client_for(server) as client:
-            item = next(f"retry-{i}" for i in range(100) if await outcome(client, f"retry-{i}") == "server_error")
+            item = ""
+            for i in range(100):
+                if await outcome(client, f"retry-{i}") == "server_error":
+                    item = f"retry-{i}"
+                    break
+            assert item, "no request drew a server error"
             tries = [await outcome(client, item)]
             while tries[-1] == "server_error" and len(tries) < 20:
                 tries.append(await outcome(client, item))
@@ -264,8 +273,6 @@ def test_a_repair_request_with_a_new_body_may_pass_a_content_fault() -> None:
             return same, repairs
 
     plan = FaultPlan(malformed_json=0.5, seed=1)
-    item_fails = fault_kind(plan, "nodule", "x", 0)  # only to show the helper is pure; the real hash is the server's
-    assert item_fails == fault_kind(plan, "nodule", "x", 7)  # no transport faults: attempts do not matter
     with ScriptedOpenAIServer(good, faults=plan) as server:
         same, repairs = asyncio.run(scenario(server))
     assert len(set(same)) == 1  # identical retries: identical content fault

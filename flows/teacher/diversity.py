@@ -10,8 +10,8 @@ insertion order, which is what a resumed run needs.
 
 A group holds up to a few thousand rationales, i.e. millions of pairs, so each new item is compared with all
 accepted items at once in numpy: SimHash distances by popcount, two necessary bounds on ROUGE-L (length ratio and
-multiset token overlap) from token postings, and the exact LCS of the survivors by the bit-parallel algorithm with
-one row of uint64 limbs per candidate.
+multiset token overlap, the latter from a token-by-text count matrix), and the exact LCS of the survivors by the
+bit-parallel algorithm with one row of uint64 limbs per candidate.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ TOKEN_RE = re.compile(r"[a-z0-9]+(?:[-'][a-z0-9]+)*")
 _LIMB_BITS = 64
 _LIMB_MASK = (1 << _LIMB_BITS) - 1
 _BIT_SHIFTS = np.arange(_LIMB_BITS, dtype=np.uint64)
+_SCALAR_LANES = 8  # up to this many LCS candidates, the Python big-int LCS beats the vectorised one
 
 
 def tokens(text: str) -> list[str]:
@@ -140,7 +141,7 @@ def _add_limbs(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 
 class _Index:
-    """Token ids, lengths, SimHashes and a per-text index (distinct tokens, counts, position masks) of one group."""
+    """Token ids, lengths, SimHashes, token counts and per-text position bit masks of one group's texts."""
 
     def __init__(self, token_lists: Sequence[Sequence[str]], shingle: int = 3) -> None:
         vocab: dict[str, int] = {}
@@ -168,17 +169,24 @@ class _Index:
         self.entry_token = np.array(token_ids, dtype=np.int64)
         self.entry_count = np.array(counts, dtype=np.int64)
         self.entry_mask = np.array(masks, dtype=np.uint64).reshape(-1, self.limbs)
+        self.vocabulary_size = len(vocab)
+        # Dense token-by-text counts for the overlap bound, which every accepted item goes through: a gather of
+        # (query tokens x candidates) beats walking the candidates' entries. The narrowest dtype keeps it small
+        # (3,000 texts x 5,000 distinct words is 15 MB of uint8).
+        dtype = np.min_scalar_type(int(self.entry_count.max()) if len(counts) else 0)
+        self.counts = np.zeros((len(vocab), len(self.seqs)), dtype=dtype)
+        self.counts[self.entry_token, np.repeat(np.arange(len(self.seqs)), distinct)] = self.entry_count
 
     def _entries(self, unique: np.ndarray, docs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        # The docs' rows whose token the query has, as (row index, lane = position in docs, query token row);
-        # the work is proportional to the docs asked about, not to every text that shares a token.
+        # The docs' entries whose token the query has, as (entry index, lane = position in docs, query token row)
         starts = self.offsets[docs]
         sizes = self.offsets[docs + 1] - starts
         lanes = np.repeat(np.arange(len(docs)), sizes)
         entries = np.arange(int(sizes.sum()), dtype=np.int64) + np.repeat(starts - np.cumsum(sizes) + sizes, sizes)
-        token = self.entry_token[entries]
-        rows = np.minimum(np.searchsorted(unique, token), len(unique) - 1)
-        keep = unique[rows] == token
+        row_of_token = np.full(self.vocabulary_size, -1, dtype=np.int64)
+        row_of_token[unique] = np.arange(len(unique))
+        rows = row_of_token[self.entry_token[entries]]
+        keep = rows >= 0
         return entries[keep], lanes[keep], rows[keep]
 
     def overlap(self, query: Sequence[int], docs: np.ndarray) -> np.ndarray:
@@ -186,9 +194,8 @@ class _Index:
         if not len(docs) or not len(query):
             return np.zeros(len(docs), dtype=np.int64)
         unique, query_counts = np.unique(np.asarray(query, dtype=np.int64), return_counts=True)
-        entries, lanes, rows = self._entries(unique, docs)
-        shared = np.minimum(self.entry_count[entries], query_counts[rows])
-        return np.bincount(lanes, weights=shared, minlength=len(docs)).astype(np.int64)
+        shared = np.minimum(self.counts[np.ix_(unique, docs)], query_counts[:, None])
+        return shared.sum(axis=0, dtype=np.int64)
 
     def lcs(self, query: Sequence[int], docs: np.ndarray) -> np.ndarray:
         """LCS length of the query (token ids) with each of ``docs``, all lanes advanced together."""
@@ -208,6 +215,24 @@ class _Index:
             total = v + u if limbs == 1 else _add_limbs(v, u)
             v = (total | (v - u)) & full  # u is a subset of v limb by limb, so v - u never borrows
         return self.lengths[docs] - np.bitwise_count(v).sum(axis=1, dtype=np.int64)
+
+
+def _first_rouge_match(index: _Index, i: int, candidates: np.ndarray, threshold: float) -> tuple[int, float] | None:
+    # The earliest candidate whose ROUGE-L F1 with text i reaches the threshold, with that F1
+    query, m = index.seqs[i], int(index.lengths[i])
+    if candidates.size <= _SCALAR_LANES:
+        # A few numpy calls per token cost more than a whole scalar LCS: stay in Python, stop at the first hit
+        for j in candidates.tolist():
+            score = _f1(lcs_length(query, index.seqs[j]), m, int(index.lengths[j]))
+            if score >= threshold:
+                return j, score
+        return None
+    lcs = index.lcs(query, candidates)
+    hits = np.flatnonzero(2 * lcs / (index.lengths[candidates] + m) >= threshold)
+    if not hits.size:
+        return None
+    j = int(candidates[hits[0]])
+    return j, _f1(int(lcs[hits[0]]), m, int(index.lengths[j]))
 
 
 def near_duplicates(texts: Mapping[str, str], policy: DiversityPolicy) -> dict[str, tuple[str, str, float]]:
@@ -230,20 +255,15 @@ def near_duplicates(texts: Mapping[str, str], policy: DiversityPolicy) -> dict[s
         if m and candidates.size:
             lengths = index.lengths[candidates]
             # Necessary bounds, as F1 = 2 lcs / (m + n): lcs <= min(m, n) and lcs <= the multiset token overlap
-            plausible = 2 * np.minimum(lengths, m) / (lengths + m) >= threshold
-            candidates = candidates[plausible]
-            if candidates.size:
+            candidates = candidates[2 * np.minimum(lengths, m) / (lengths + m) >= threshold]
+            if candidates.size > _SCALAR_LANES:
                 overlap = index.overlap(index.seqs[i], candidates)
                 candidates = candidates[2 * overlap / (index.lengths[candidates] + m) >= threshold]
-            if candidates.size:
-                lcs = index.lcs(index.seqs[i], candidates)
-                scores = 2 * lcs / (index.lengths[candidates] + m)
-                rouge_hits = np.flatnonzero(scores >= threshold)
-                if rouge_hits.size:
-                    first = int(rouge_hits[0])
-                    j = int(candidates[first])
-                    result[key] = (keys[j], "rouge_l", _f1(int(lcs[first]), m, int(index.lengths[j])))
-                    continue
+            match = _first_rouge_match(index, i, candidates, threshold)
+            if match is not None:
+                j, score = match
+                result[key] = (keys[j], "rouge_l", score)
+                continue
         if simhash_hits.size:
             result[key] = (keys[int(kept[stop])], "simhash", float(distances[stop]))
             continue
@@ -252,30 +272,37 @@ def near_duplicates(texts: Mapping[str, str], policy: DiversityPolicy) -> dict[s
     return result
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # micro-benchmark: python -m flows.teacher.diversity [count]
     import random
+    import sys
     import time
 
     rng = random.Random(0)
-    slots = {
-        "organ": ["breast", "thyroid", "liver", "kidney"],
-        "shape": ["oval", "round", "irregular", "lobulated"],
-        "margin": ["circumscribed", "indistinct", "angular", "microlobulated", "spiculated"],
-        "echo": ["hypoechoic", "isoechoic", "hyperechoic", "anechoic", "heterogeneous"],
-        "post": ["enhancement", "shadowing", "no change", "combined features"],
-        "size": [f"{n} mm" for n in range(4, 40)],
-        "verdict": ["a benign", "a probably benign", "a suspicious", "a highly suspicious"],
+    clauses = [  # each part of a rationale has a few phrasings, so texts share structure but not wording
+        ["the {o} lesion is {s} in shape on this image", "an {s} {o} mass is seen in the scanned field"],
+        ["with {m} margins along most of its border", "and its margins appear {m} at the edges", "margin {m}"],
+        ["it is {e} compared with the surrounding tissue", "the echo pattern is {e} throughout the lesion"],
+        ["posterior features show {p}", "behind it there is {p} in the deeper tissue", "with {p} deep to it"],
+        ["measuring about {n} mm in its longest axis", "roughly {n} mm across on this view", "size {n} mm"],
+        ["so overall this favours {v}", "which points to {v} for this case", "consistent with {v}"],
+    ]
+    fill = {
+        "o": ["breast", "thyroid", "liver", "kidney", "axillary"],
+        "s": ["oval", "round", "irregular", "lobulated", "ovoid", "taller-than-wide"],
+        "m": ["circumscribed", "indistinct", "angular", "microlobulated", "spiculated", "ill-defined"],
+        "e": ["hypoechoic", "isoechoic", "hyperechoic", "anechoic", "heterogeneous", "complex cystic"],
+        "p": ["enhancement", "shadowing", "no change", "combined features", "a mixed pattern"],
+        "n": [str(k) for k in range(4, 60)],
+        "v": ["a benign lesion", "a probably benign lesion", "a suspicious lesion", "malignancy", "a simple cyst"],
     }
-    template = (
-        "The {organ} lesion measures {size} and has an {shape} shape with {margin} margins. It is {echo} relative "
-        "to the surrounding tissue, posterior features show {post}, and overall the findings support {verdict} "
-        "assessment for this {organ} finding on the current image."
-    )
-    texts = {f"item-{k:04d}": template.format(**{s: rng.choice(v) for s, v in slots.items()}) for k in range(1000)}
+    count = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
+    texts = {}
+    for k in range(count):
+        parts = [rng.choice(options) for options in rng.sample(clauses, len(clauses))]
+        texts[f"item-{k:05d}"] = ", ".join(parts).format(**{key: rng.choice(v) for key, v in fill.items()}) + "."
     start = time.perf_counter()
     rejected = near_duplicates(texts, DiversityPolicy())
     elapsed = time.perf_counter() - start
-    pairs = len(texts) * (len(texts) - 1) // 2
-    words = sum(len(tokens(t)) for t in texts.values()) / len(texts)
-    print(f"{len(texts)} texts (~{words:.0f} words), {len(rejected)} rejected, {elapsed:.3f} s")
-    print(f"{pairs / elapsed:,.0f} pairs/s (all {pairs:,} pairs nominal)")
+    pairs, words = count * (count - 1) // 2, sum(len(tokens(t)) for t in texts.values()) / count
+    print(f"{count} texts (~{words:.0f} words), {len(rejected)} rejected, {elapsed:.3f} s")
+    print(f"{pairs / elapsed:,.0f} pairs/s ({pairs:,} pairs nominal)")

@@ -58,6 +58,11 @@ class SynthesisSummary:
     regenerated_for_diversity: int = 0
     near_duplicates_kept: int = 0
     removed_stale: int = 0
+    requests: int = 0  # HTTP requests, retries included (openai backend)
+    retries: dict[str, int] = field(default_factory=dict)  # per transient failure kind
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    images_per_request: dict[int, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {k: dict(v) if isinstance(v, Counter) else v for k, v in self.__dict__.items()}
@@ -293,12 +298,18 @@ async def synthesize_records(
     bundle: PromptBundle,
     config: SynthesisConfig,
     *,
+    organ: str | None = None,
+    on_plan: Callable[[int], None] = lambda _todo: None,
     on_progress: Callable[[str, int], None] = lambda _event, _in_flight: None,
 ) -> SynthesisSummary:
-    """Bring the catalog's rationales in line with `records`; returns what happened."""
+    """Bring the catalog's rationales (of the organ, or all) in line with `records`; returns what happened.
+
+    `on_plan(n)` is called once with the number of items that need the teacher, `on_progress(event,
+    in_flight)` after each of them.
+    """
     summary = SynthesisSummary(records=len(records))
     requests = [build_request(r, min_pixels=config.min_pixels, max_pixels=config.max_pixels) for r in records]
-    existing = {r.record_id: r for r in catalog.rationales()}
+    existing = {r.record_id: r for r in catalog.rationales(organ)}
     stale = sorted(set(existing) - {r.item_key for r in requests})
     if stale:
         catalog.forget_rationales(stale)
@@ -307,6 +318,7 @@ async def synthesize_records(
     engine = Synthesizer(backend, bundle, config, cached={}, writer=writer, summary=summary)
     todo = [r for r in requests if (e := existing.get(r.item_key)) is None or e.base_key != engine.base_key(r)]
     summary.requested = len(todo)
+    on_plan(len(todo))
     engine.cached.update(catalog.cached_replies(r.item_key for r in todo))
     current = {key: r for key, r in existing.items() if key not in stale}
     in_flight = 0
