@@ -2,7 +2,8 @@
 # Each builds what it needs from nothing (a virtualenv in .venv, pinned by constraints.txt) and
 # skips the build when the pins have not changed. Label Studio's server gets its own virtualenv,
 # cached outside the clone in $LOOKCLOSER_CACHE (default ~/.cache/lookcloser), keyed by the hash of
-# annotation/labelstudio-requirements.txt: built from nothing when missing (about 3 minutes).
+# annotation/labelstudio-requirements.txt: built from nothing when missing (about 3 minutes). The
+# tests' vLLM-CPU server (tiny random Qwen2.5-VL) gets its own one the same way: scripts/ensure-vllm.sh.
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
@@ -19,6 +20,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	scripts/ensure-postgres.sh
 	scripts/ensure-labelstudio.sh
+	scripts/ensure-vllm.sh
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/python -m pytest -m "not gpu" $(PYTEST_ARGS)

@@ -15,6 +15,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from schemas.frames import model_size, to_model_box
+from schemas.records import ConsensusRecord, Rationale
+from schemas.vocabulary import load_vocabulary
+
 TRAJECTORY_VERSION = "zoom-v1"
 
 SYSTEM_PROMPT = (
@@ -160,3 +164,36 @@ def extract_answer(text: str) -> dict[str, Any] | None:
     except json.JSONDecodeError:
         return None
     return answer if isinstance(answer, dict) else None
+
+
+class AssemblyError(ValueError):
+    """A rationale that was written for another label, c or box than the record it is joined with."""
+
+
+def assemble_trajectory(
+    record: ConsensusRecord, rationale: Rationale, *, min_pixels: int, max_pixels: int
+) -> list[dict[str, Any]]:
+    """The published conversation of one record: box and answer from the record, prose from the teacher.
+
+    The rationale must have been written for exactly this label, c and box (AssemblyError otherwise).
+    """
+    frame = model_size(record.image_width, record.image_height, min_pixels, max_pixels)
+    bbox_2d = to_model_box(record.box, (record.image_width, record.image_height), frame)
+    written_for = (rationale.label, rationale.confidence, list(rationale.bbox_2d))
+    if (rationale.image_id, rationale.attribute) != (record.image_id, record.attribute) or written_for != (
+        record.label,
+        record.confidence,
+        bbox_2d,
+    ):
+        raise AssemblyError(
+            f"rationale {rationale.image_id[:12]}:{rationale.attribute} was written for {written_for}, "
+            f"the record now says {(record.label, record.confidence, bbox_2d)}"
+        )
+    answer_key = load_vocabulary(record.organ).attribute(record.attribute).answer_key
+    return render_trajectory(
+        question=rationale.question,
+        search=rationale.search,
+        bbox_2d=bbox_2d,
+        diagnosis=rationale.diagnosis,
+        answer={answer_key: record.label},
+    )

@@ -17,8 +17,9 @@ if [ ! -f "$VENV/.complete" ]; then
   echo "building the vLLM-CPU virtualenv in $VENV (about 3 minutes)" >&2
   rm -rf "$VENV"
   "$PYTHON" -m venv "$VENV"
-  "$VENV/bin/python" -m pip install -q -U pip
-  "$VENV/bin/python" -m pip install -q -r scripts/vllm-requirements.txt
+  # (pip warns once per package about this machine's unused extra-index folders: filtered out)
+  "$VENV/bin/python" -m pip install -q -U pip 2> >(grep -v "is ignored: it is neither" >&2)
+  "$VENV/bin/python" -m pip install -q -r scripts/vllm-requirements.txt 2> >(grep -v "is ignored: it is neither" >&2)
   # PyPI's torchaudio/torchcodec wheels are CUDA builds that cannot load next to torch+cpu, and
   # vLLM only catches ImportError for them.
   "$VENV/bin/python" -m pip uninstall -y -q torchaudio torchcodec

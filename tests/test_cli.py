@@ -74,7 +74,6 @@ def test_console_script_is_installed_and_documents_every_command():
 @pytest.mark.parametrize(
     "argv",
     [
-        ["synthesize"],
         ["publish", "ds"],
         ["dataset", "path", "ds", "--version", "v1.0.0"],
         ["train", "--dataset", "d", "--version", "v1.0.0", "--recipe", "r"],
