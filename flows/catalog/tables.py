@@ -170,6 +170,25 @@ class DiversityMarkRow(Base):
     checked_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
+class RationaleReviewRow(Base):
+    """A rationale sampled for expert review, and the sonographer's verdict once given."""
+
+    __tablename__ = "rationale_reviews"
+
+    image_id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    attribute: Mapped[str] = mapped_column(String(64), primary_key=True)
+    cache_key: Mapped[str] = mapped_column(String(128))
+    organ: Mapped[str] = mapped_column(String(16))
+    confidence: Mapped[int] = mapped_column(Integer)
+    ls_project_id: Mapped[int | None] = mapped_column(Integer)
+    ls_task_id: Mapped[int | None] = mapped_column(Integer)
+    verdict: Mapped[str | None] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(String(64))
+    reviewer: Mapped[str | None] = mapped_column(String(64))
+    sampled_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    reviewed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
 class StageItemRow(Base):
     """One row per item a stage has seen: where it went (out or quarantined, and why)."""
 
@@ -195,4 +214,4 @@ class ReleaseRow(Base):
 
 
 RECORD_TABLES = ("images", "image_sources", "source_annotations", "reader_annotations", "consensus", "rationales")
-LEDGER_TABLES = ("stage_items", "releases", "teacher_cache", "diversity_marks")
+LEDGER_TABLES = ("stage_items", "releases", "teacher_cache", "diversity_marks", "rationale_reviews")

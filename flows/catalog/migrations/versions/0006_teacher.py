@@ -1,4 +1,4 @@
-"""Teacher synthesis: full rationale rows, the durable reply cache, the diversity marks.
+"""Teacher synthesis: full rationale rows, the durable reply cache, diversity marks, expert reviews.
 
 The `rationales` table of 0001 was never written by any stage, so it is recreated with the columns
 the synthesis stage needs.
@@ -59,9 +59,25 @@ def upgrade() -> None:
         sa.Column("digest", sa.String(64), nullable=False),
         sa.Column("checked_at", sa.DateTime(timezone=True), nullable=False),
     )
+    op.create_table(
+        "rationale_reviews",
+        sa.Column("image_id", sa.String(64), primary_key=True),
+        sa.Column("attribute", sa.String(64), primary_key=True),
+        sa.Column("cache_key", sa.String(128), nullable=False),
+        sa.Column("organ", sa.String(16), nullable=False),
+        sa.Column("confidence", sa.Integer(), nullable=False),
+        sa.Column("ls_project_id", sa.Integer(), nullable=True),
+        sa.Column("ls_task_id", sa.Integer(), nullable=True),
+        sa.Column("verdict", sa.String(16), nullable=True),
+        sa.Column("reason", sa.String(64), nullable=True),
+        sa.Column("reviewer", sa.String(64), nullable=True),
+        sa.Column("sampled_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("reviewed_at", sa.DateTime(timezone=True), nullable=True),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("rationale_reviews")
     op.drop_table("diversity_marks")
     op.drop_index("ix_teacher_cache_item_key", "teacher_cache")
     op.drop_table("teacher_cache")
