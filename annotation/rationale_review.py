@@ -31,25 +31,32 @@ REJECT_REASONS = (
 
 def review_label_config() -> str:
     """The review project's labelling interface: the image and the texts, a verdict and a reason."""
-    reasons = "\n".join(f'      <Choice value="{r}"/>' for r in REJECT_REASONS)
-    return f"""<View>
-  <Header value="Does the rationale describe what the image shows, in the tone the readers' agreement calls for?"/>
-  <Image name="image" value="$image" zoom="true" maxWidth="720px"/>
-  <Text name="question" value="$question"/>
-  <Text name="answer" value="$answer"/>
-  <Text name="agreement" value="$agreement"/>
-  <Header value="Search (before zooming in)" size="5"/>
-  <Text name="search" value="$search"/>
-  <Header value="Diagnosis (after zooming in)" size="5"/>
-  <Text name="diagnosis" value="$diagnosis"/>
-  <Choices name="verdict" toName="diagnosis" choice="single-radio" required="true" showInline="true">
-    <Choice value="accept"/>
-    <Choice value="reject"/>
-  </Choices>
-  <View visibleWhen="choice-selected" whenTagName="verdict" whenChoiceValue="reject">
-    <Choices name="reason" toName="diagnosis" choice="single-radio">
-{reasons}
+    reasons = "\n".join(f'        <Choice value="{r}"/>' for r in REJECT_REASONS)
+    return f"""<View style="display: flex; gap: 1.5em;">
+  <View style="flex: 55%;">
+    <Image name="image" value="$image" zoom="true"/>
+    <RectangleLabels name="zoom" toName="image" showInline="true">
+      <Label value="zoom box" background="#f59e0b"/>
+    </RectangleLabels>
+  </View>
+  <View style="flex: 45%;">
+    <Header value="Does the rationale match the image, in the tone the readers' agreement calls for?" size="5"/>
+    <Text name="question" value="$question"/>
+    <Text name="answer" value="$answer"/>
+    <Text name="agreement" value="$agreement"/>
+    <Header value="Search (before zooming in to the box)" size="6"/>
+    <Text name="search" value="$search"/>
+    <Header value="Diagnosis (after zooming in)" size="6"/>
+    <Text name="diagnosis" value="$diagnosis"/>
+    <Choices name="verdict" toName="diagnosis" choice="single-radio" required="true" showInline="true">
+      <Choice value="accept"/>
+      <Choice value="reject"/>
     </Choices>
+    <View visibleWhen="choice-selected" whenTagName="verdict" whenChoiceValue="reject">
+      <Choices name="reason" toName="diagnosis" choice="single-radio">
+{reasons}
+      </Choices>
+    </View>
   </View>
 </View>"""
 
@@ -78,13 +85,28 @@ def sample_for_review(rationales: Iterable[Rationale], share: float) -> list[Rat
     return sorted(sampled, key=lambda r: r.record_id)
 
 
-def review_task(rationale: Rationale, storage_key: str) -> dict[str, Any]:
-    """One review task: ids to map the verdict back, the image and the texts the reviewer judges."""
+def review_task(rationale: Rationale, storage_key: str, model_frame: tuple[int, int]) -> dict[str, Any]:
+    """One review task: ids to map the verdict back, the image with the zoom box, the texts to judge."""
     agreement = (
         "the two readers agreed: the diagnosis should sound definitive"
         if rationale.confidence
         else "the readers disagreed: the diagnosis should sound cautious"
     )
+    x1, y1, x2, y2 = rationale.bbox_2d
+    width, height = model_frame
+    zoom_box = {
+        "from_name": "zoom",
+        "to_name": "image",
+        "type": "rectanglelabels",
+        "value": {
+            "x": 100 * x1 / width,
+            "y": 100 * y1 / height,
+            "width": 100 * (x2 - x1) / width,
+            "height": 100 * (y2 - y1) / height,
+            "rotation": 0,
+            "rectanglelabels": ["zoom box"],
+        },
+    }
     return {
         "data": {
             "rationale_key": rationale.record_id,
@@ -96,7 +118,8 @@ def review_task(rationale: Rationale, storage_key: str) -> dict[str, Any]:
             "agreement": agreement,
             "search": rationale.search,
             "diagnosis": rationale.diagnosis,
-        }
+        },
+        "predictions": [{"model_version": "consensus-box", "score": 1.0, "result": [zoom_box]}],
     }
 
 

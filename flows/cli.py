@@ -90,7 +90,7 @@ def demo(
         bool, typer.Option(help="run the Label Studio leg (local server, two simulated readers, pull)")
     ] = True,
 ) -> None:
-    """The whole path on embedded defaults: phantom data → ingest → Label Studio dual reading → pull → consensus."""
+    """The whole path on embedded defaults: phantom data → ingest → Label Studio dual reading → consensus → teacher."""
     settings = _settings()
     console.rule("[bold]lookcloser demo: ingest")
     summary = _run_ingest(settings, {"kind": "phantom", "count": count, "seed": seed})
@@ -120,6 +120,20 @@ def demo(
             console.print(
                 f"consensus {decided.organ}: c=1 {decided.c1}, c=0 {decided.c0}, quarantined {decided.quarantined or 0}"
             )
+        console.rule("[bold]lookcloser demo: teacher rationales (offline template backend)")
+        from flows.review import ReviewParams, review_flow
+        from flows.synthesize import SynthesizeParams, synthesize_flow
+
+        synthesized = synthesize_flow(SynthesizeParams(backend="template"))
+        console.print(
+            f"synthesize: {synthesized.produced} rationales produced, quarantined {dict(synthesized.quarantined) or 0} "
+            "(generator template/none/teacher-v1: phrase templates, not a model)"
+        )
+        reviewed = review_flow(ReviewParams(), simulate=True)
+        console.print(
+            f"expert review: {reviewed.sampled} sampled (5 % per organ and tone), {reviewed.verdicts} verdicts from "
+            f"the simulated senior reader, {reviewed.rejected_now} rejected and quarantined"
+        )
     _print_status(_open_catalog(settings).status())
     console.rule("[bold]where to look")
     console.print(f"workspace         {settings.workspace.resolve()}")
@@ -138,7 +152,12 @@ def demo(
         console.print(f"  passwords       {credentials_path(settings)} (readable by you only)")
         console.print("  stop it with    lookcloser labelstudio down")
         console.print(f"agreement report  {(settings.workspace / 'reports' / 'agreement').resolve()}  (κ, plots)")
-    console.print("next stages (teacher, validate and publish, training, evaluation) arrive with their issues.")
+        reports = settings.workspace.resolve() / "reports"
+        console.print(f"rationales        {reports / 'synthesis' / 'report.md'}  (counts, samples per organ and tone)")
+        console.print(
+            f"expert review     {reports / 'review' / 'acceptance.md'}  (project 'lookcloser rationale review')"
+        )
+    console.print("next stages (validate and publish, training, evaluation) arrive with their issues.")
 
 
 @app.command()
@@ -396,6 +415,23 @@ def synthesize(
         f"{summary.calls} calls, {summary.cached_calls} from cache"
     )
     console.print(f"report: {_settings().workspace.resolve() / 'reports' / 'synthesis' / 'report.md'}")
+
+
+@app.command()
+def review(
+    share: Annotated[float | None, typer.Option(help="share of rationales per organ and tone (default 0.05)")] = None,
+) -> None:
+    """Send a stratified sample of rationales to expert review in Label Studio; pull the verdicts given so far."""
+    _prepare_prefect()
+    _check_labelstudio_access()
+    from flows.review import ReviewParams, review_flow
+
+    summary = review_flow(_params(ReviewParams, share=share))
+    console.print(
+        f"review: {summary.sampled} sampled, {summary.pushed} new tasks, {summary.verdicts} verdicts, "
+        f"{summary.rejected_now} newly rejected"
+    )
+    console.print(f"acceptance: {_settings().workspace.resolve() / 'reports' / 'review' / 'acceptance.md'}")
 
 
 @app.command()

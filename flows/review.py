@@ -32,6 +32,7 @@ from annotation.rationale_review import (
 from flows.catalog import Catalog
 from flows.labelstudio_access import admin_client, load_assignment, reader_client
 from flows.settings import Settings, load_settings
+from schemas.frames import model_size
 
 log = logging.getLogger(__name__)
 
@@ -58,15 +59,14 @@ def push_reviews(client: LabelStudioClient, catalog: Catalog, settings: Settings
     present = {t["data"].get("rationale_key"): t for t in client.export_tasks(project_id)}
     images = {r.image_id: catalog.get_image(r.image_id) for r in sampled}
     missing = [
-        r
-        for r in sampled
-        if r.record_id not in present or present[r.record_id]["data"].get("cache_key") != r.cache_key
+        r for r in sampled if r.record_id not in present or present[r.record_id]["data"].get("cache_key") != r.cache_key
     ]
-    tasks = [
-        review_task(r, f"{settings.label_studio_image_prefix}/{images[r.image_id].storage_key}")
-        for r in missing
-        if images[r.image_id] is not None
-    ]
+    tasks = []
+    for r in missing:
+        image = images[r.image_id]
+        if image is not None:
+            frame = model_size(image.width, image.height, settings.min_pixels, settings.max_pixels)
+            tasks.append(review_task(r, f"{settings.label_studio_image_prefix}/{image.storage_key}", frame))
     pushed = client.import_tasks(project_id, tasks) if tasks else 0
     catalog.save_review_tasks(
         {

@@ -1,6 +1,7 @@
 """Screenshot what a sonographer sees: a reader project's first task in Label Studio, logged in as that reader.
 
     .venv/bin/python scripts/screenshot_labelstudio.py [--organ breast] [--reader R1] [--out labelstudio.png]
+    .venv/bin/python scripts/screenshot_labelstudio.py --review --reader A1 --out review.png   # rationale review
 
 Uses the workspace of `lookcloser labelstudio up` (credentials.json), Debian's chromium in headless
 mode and the DevTools protocol: log in over HTTP, hand the session cookie to the browser, open the
@@ -25,6 +26,7 @@ import websockets
 from annotation.client import LabelStudioClient
 from annotation.label_config import label_config
 from annotation.projects import project_title
+from annotation.rationale_review import REVIEW_PROJECT_TITLE, review_label_config
 from flows.labelstudio_access import read_credentials
 from flows.settings import load_settings
 
@@ -83,6 +85,7 @@ def main() -> None:
     parser.add_argument("--organ", default="breast")
     parser.add_argument("--reader", default="R1")
     parser.add_argument("--out", type=Path, default=Path("labelstudio.png"))
+    parser.add_argument("--review", action="store_true", help="the rationale review project instead")
     args = parser.parse_args()
     settings = load_settings()
     credentials = read_credentials(settings)
@@ -90,7 +93,10 @@ def main() -> None:
     url = str(settings.label_studio_url).rstrip("/")
     client = LabelStudioClient(url, reader["token"])
     role = "reader A" if args.reader == credentials["readers"][0]["pseudonym"] else "reader B"
-    project_id = client.ensure_project(project_title(args.organ, role), label_config(args.organ))
+    if args.review:
+        project_id = client.ensure_project(REVIEW_PROJECT_TITLE, review_label_config())
+    else:
+        project_id = client.ensure_project(project_title(args.organ, role), label_config(args.organ))
     task_id = client.export_tasks(project_id)[0]["id"]
     page_url = f"{url}/projects/{project_id}/data?task={task_id}"
     with socket.socket() as sock:

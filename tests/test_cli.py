@@ -67,6 +67,7 @@ def test_console_script_is_installed_and_documents_every_command():
         "status",
         "schemas",
         "doctor",
+        "review",
     ):
         assert command in result.stdout
 
