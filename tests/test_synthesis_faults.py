@@ -124,3 +124,33 @@ def test_a_rerun_asks_the_server_nothing(faulty_run):
     rerun = faulty_run["rerun"]
     assert rerun.requested == 0 and rerun.calls == 0
     assert rerun.produced == faulty_run["summary"].produced
+
+
+def test_requests_spread_over_replicas_and_avoid_a_failing_one(tmp_path, monkeypatch):
+    """Two healthy replicas share the load; with one answering only 500s, every item still gets through."""
+    monkeypatch.setenv("LOOKCLOSER_WORKSPACE", str(tmp_path / "ws"))
+    for name in ("CATALOG_URL", "IMAGE_STORE_URL", "TEACHER_API_KEY"):
+        monkeypatch.delenv(f"LOOKCLOSER_{name}", raising=False)
+    settings = load_settings()
+    catalog = Catalog(settings.resolved_catalog_url)
+    records = phantom_consensus(catalog, ImageStore(settings.resolved_image_store_url), tmp_path / "src", count=8)
+    good, _ = template_responders(catalog)
+    with (
+        ScriptedOpenAIServer(good, latency_s=0.02) as first,
+        ScriptedOpenAIServer(good, latency_s=0.02) as second,
+    ):
+        monkeypatch.setenv("LOOKCLOSER_TEACHER_BASE_URLS", f"{first.base_url},{second.base_url}")
+        summary = run_synthesis(params(), load_settings())
+        assert summary.produced == records
+        shares = [len(server.log) / summary.requests for server in (first, second)]
+        assert min(shares) > 0.3, shares
+    catalog.forget_rationales([r.record_id for r in catalog.rationales()])
+    with (
+        ScriptedOpenAIServer(good, faults=FaultPlan(server_error=1.0)) as broken,
+        ScriptedOpenAIServer(good) as healthy,
+    ):
+        monkeypatch.setenv("LOOKCLOSER_TEACHER_BASE_URLS", f"{broken.base_url},{healthy.base_url}")
+        summary = run_synthesis(params(max_retries=2, temperature=0.9), load_settings())  # not from the cache
+        assert summary.produced == records and not summary.quarantined
+        assert len(healthy.log) >= records and {e.kind for e in broken.log} <= {"server_error"}
+    catalog.close()

@@ -128,3 +128,19 @@ def test_api_key_never_reaches_logs_or_reports(decided, workspace, monkeypatch, 
     for path in (workspace / "reports").rglob("*") if (workspace / "reports").exists() else []:
         if path.is_file():
             assert secret not in path.read_text(errors="ignore")
+
+
+def test_near_duplicates_are_regenerated_until_the_limit(decided):
+    catalog, _ = decided
+    from flows.teacher.diversity import DiversityPolicy, near_duplicates
+    from flows.teacher.synthesis import diversity_text
+
+    summary = run_synthesis(SynthesizeParams(progress=False, max_regenerations=2), load_settings())
+    assert summary.regenerated_for_diversity > 0  # templates repeat themselves: the pass had work to do
+    groups: dict[str, dict[str, str]] = {}
+    rationales = {r.record_id: r for r in catalog.rationales()}
+    for r in rationales.values():
+        groups.setdefault(f"{r.organ}:{r.attribute}", {})[r.record_id] = diversity_text(r)
+    for texts in groups.values():
+        for key in near_duplicates(texts, DiversityPolicy()):
+            assert rationales[key].regenerations == 2  # a duplicate is only left at the limit
