@@ -130,6 +130,7 @@ def run_synthesis(params: SynthesizeParams, settings: Settings) -> SynthesisSumm
             finally:
                 if pool is not None:
                     await pool.close()
+                    backend.close()
 
         summary = asyncio.run(run())
         bar.close()

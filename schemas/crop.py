@@ -71,7 +71,11 @@ def crop(image: Image.Image, bbox_2d: Sequence[float], *, padding: float = 0.0) 
 
 
 def model_frame_image(image: Image.Image, *, min_pixels: int, max_pixels: int) -> Image.Image:
-    """The image resized to the model frame (`smart_resize`): the processor's own resize is then the identity."""
+    """The image resized to the model frame (`smart_resize`): the processor's own resize is then the identity.
+
+    Grayscale stays grayscale (B-mode is; a third of the bytes, and processors convert to RGB on load);
+    every other mode becomes RGB.
+    """
     size = model_size(image.width, image.height, min_pixels, max_pixels)
-    rgb = image.convert("RGB")
-    return rgb if rgb.size == size else rgb.resize(size, Image.Resampling.BICUBIC)
+    frame = image if image.mode in ("L", "RGB") else image.convert("RGB")
+    return frame if frame.size == size else frame.resize(size, Image.Resampling.BICUBIC)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -39,6 +39,12 @@ class Backend(Protocol):
     name: str
     model: str
     cacheable: bool  # replies worth keeping in the durable cache (a template is cheaper to redo)
+
+    def plan(self, requests: Sequence[TeacherRequest]) -> None:
+        """The order the requests will come in (lets a backend prepare inputs ahead)."""
+
+    async def prefetch(self) -> None:
+        """Prepare planned inputs ahead of need, until cancelled or done."""
 
     async def complete(self, call: TeacherCall) -> list[str]: ...
 
@@ -74,6 +80,12 @@ class TemplateBackend:
         diagnosis = " ".join(rng.choice(tone[slot]).format(**fields) for slot in ("lead", "closer"))
         return {"search": search, "diagnosis": diagnosis}
 
+    def plan(self, requests: Sequence[TeacherRequest]) -> None:
+        pass  # nothing to prepare
+
+    async def prefetch(self) -> None:
+        pass
+
     async def complete(self, call: TeacherCall) -> list[str]:
         return [json.dumps(self.reply(call.request, call.seed))]
 
@@ -95,6 +107,19 @@ class OpenAIBackend:
         self, bundle: PromptBundle, pool: EndpointPool, model: str, images: ImageUrls, sampling: SamplingParams
     ) -> None:
         self.bundle, self.pool, self.model, self.images, self.sampling = bundle, pool, model, images, sampling
+
+    def plan(self, requests: Sequence[TeacherRequest]) -> None:
+        if hasattr(self.images, "plan"):
+            self.images.plan(requests)
+
+    async def prefetch(self) -> None:
+        if hasattr(self.images, "prefetch"):
+            await self.images.prefetch()
+
+    def close(self) -> None:
+        """Stop the image preparation workers (the endpoint pool is closed by its owner)."""
+        if hasattr(self.images, "close"):
+            self.images.close()
 
     async def messages(self, call: TeacherCall) -> list[dict]:
         image_urls = await self.images(call.request)

@@ -46,32 +46,46 @@ PHI_PATTERNS = {
 CONTROL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ufffd]")
 
 
+def _phrase_regex(phrase: str) -> str:
+    return r"\s+".join(re.escape(w) for w in phrase.lower().split())
+
+
+def _phrase_key(text: str) -> str:
+    return " ".join(text.lower().split())
+
+
 @cache
-def phrase_pattern(phrase: str) -> re.Pattern[str]:
-    """Case-insensitive whole-phrase match; hyphens count as part of a word (hypo-echoic ≠ echoic)."""
-    words = [re.escape(w) for w in phrase.split()]
-    return re.compile(r"(?<![\w-])" + r"\s+".join(words) + r"(?![\w-])", re.I)
+def phrases_pattern(phrases: tuple[str, ...]) -> re.Pattern[str]:
+    """One case-insensitive alternation of whole phrases, longest first (so it wins where they overlap).
+
+    Hyphens count as part of a word: "hypo-echoic" is not "echoic", "non-parallel" is not "parallel".
+    """
+    ordered = sorted({_phrase_key(p) for p in phrases}, key=len, reverse=True)
+    return re.compile(r"(?<![\w-])(?:" + "|".join(_phrase_regex(p) for p in ordered) + r")(?![\w-])", re.I)
 
 
 def contains_any(text: str, phrases: list[str]) -> list[str]:
-    return [p for p in phrases if phrase_pattern(p).search(text)]
+    """The phrases that occur in the text (whole words, any case)."""
+    if not phrases:
+        return []
+    found = {_phrase_key(m.group(0)) for m in phrases_pattern(tuple(phrases)).finditer(text)}
+    return [p for p in phrases if _phrase_key(p) in found]
+
+
+@cache
+def _value_of_phrase(terms: tuple[tuple[str, tuple[str, ...]], ...]) -> dict[str, str]:
+    return {_phrase_key(p): value for value, phrases in terms for p in phrases}
 
 
 def mentioned_values(text: str, terms: dict[str, list[str]]) -> set[str]:
-    """The values named in the text; the longest phrase wins where phrases overlap.
+    """The values named in the text; at each place the longest phrase wins.
 
     "very hypoechoic" names Very hypoechoic, not also Hypoechoic, and "not parallel" names Not parallel.
     """
-    phrases = sorted(((p, v) for v, ps in terms.items() for p in ps), key=lambda pv: len(pv[0]), reverse=True)
-    taken: list[tuple[int, int]] = []
-    found: set[str] = set()
-    for phrase, value in phrases:
-        for match in phrase_pattern(phrase).finditer(text):
-            start, end = match.span()
-            if all(end <= s or start >= e for s, e in taken):
-                taken.append((start, end))
-                found.add(value)
-    return found
+    frozen = tuple((value, tuple(phrases)) for value, phrases in terms.items())
+    value_of = _value_of_phrase(frozen)
+    pattern = phrases_pattern(tuple(p for _, phrases in frozen for p in phrases))
+    return {value_of[_phrase_key(m.group(0))] for m in pattern.finditer(text)}
 
 
 # ------------------------------------------------------------------------------------------ checks

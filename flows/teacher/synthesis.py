@@ -18,6 +18,7 @@ import json
 import logging
 import queue
 import threading
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from flows.teacher.backends import Backend, SamplingParams, TeacherCall
 from flows.teacher.checks import CheckContext, check_reply
 from flows.teacher.client import TeacherRejectedError, TeacherUnavailableError
 from flows.teacher.diversity import DiversityPolicy, near_duplicates
+from flows.teacher.images import ImagePreparationError
 from flows.teacher.prompting import PromptBundle, TeacherRequest
 from schemas.frames import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, model_size, to_model_box
 from schemas.records import ConsensusRecord, Rationale
@@ -118,14 +120,16 @@ def call_key(base: str, call: TeacherCall) -> str:
 
 # ------------------------------------------------------------------------------------------ writer
 class CatalogWriter:
-    """Commits cache rows, rationales and ledger entries from one thread, as soon as they arrive.
+    """Commits cache rows, rationales and ledger entries from one thread, within `interval_s` of arrival.
 
-    Everything waiting when the thread wakes goes into one transaction (group commit): the event
-    loop never blocks on the database, and a crash loses only what was not yet committed.
+    Everything that arrives within the interval goes into one transaction (group commit): the event
+    loop never blocks on the database, and the writer wakes a few times a second instead of once per
+    item (each wake costs the busy event loop a GIL hand-over). A crash loses only what arrived in the
+    last interval: those requests are asked again, like requests in flight.
     """
 
-    def __init__(self, catalog: Catalog) -> None:
-        self.catalog = catalog
+    def __init__(self, catalog: Catalog, *, interval_s: float = 0.1) -> None:
+        self.catalog, self.interval_s = catalog, interval_s
         self._queue: queue.Queue[tuple[str, Any] | None] = queue.Queue()
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="synthesis-writer", daemon=True)
@@ -140,8 +144,10 @@ class CatalogWriter:
     def _run(self) -> None:
         while True:
             first = self._queue.get()
+            if first is not None:
+                time.sleep(self.interval_s)  # let the group gather
             batch = [first]
-            while len(batch) < 512:
+            while len(batch) < 4096:
                 try:
                     batch.append(self._queue.get_nowait())
                 except queue.Empty:
@@ -328,7 +334,7 @@ async def synthesize_records(
         in_flight += 1
         try:
             rationale = await engine.resolve(request)
-        except (TeacherUnavailableError, TeacherRejectedError) as err:
+        except (TeacherUnavailableError, TeacherRejectedError, ImagePreparationError) as err:
             summary.quarantined[err.reason] += 1
             writer.settle(None, (request.item_key, Outcome.quarantined, err.reason, None))
             current.pop(request.item_key, None)
@@ -340,10 +346,14 @@ async def synthesize_records(
         current[request.item_key] = rationale
         on_progress("produced" if rationale.valid else rationale.validation_errors[0], in_flight)
 
+    backend.plan(todo)
+    prefetch = asyncio.ensure_future(backend.prefetch())
     try:
         await run_bounded(todo, first_pass, config.concurrency)
+        prefetch.cancel()
         await _diversify(current, requests, engine, catalog, config, summary)
     finally:
+        prefetch.cancel()
         writer.close()
     summary.produced = sum(r.valid for r in current.values())
     summary.quarantined.update(r.validation_errors[0] for r in current.values() if not r.valid)
@@ -373,7 +383,7 @@ async def _diversify(
             rationale = await engine.resolve(
                 by_key[key], seed=previous.seed + 1, regenerations=previous.regenerations + 1
             )
-        except (TeacherUnavailableError, TeacherRejectedError) as err:
+        except (TeacherUnavailableError, TeacherRejectedError, ImagePreparationError) as err:
             log.warning("regeneration of %s failed (%s); the next run tries again", key, err.reason)
             unreachable.add(key)
             return
