@@ -188,6 +188,7 @@ class ScriptedOpenAIServer:
         latency_s: float = 0.0,
         tone_flip_responder: Responder | None = None,
         model: str = "scripted",
+        api_key: str | None = None,
     ) -> None:
         if latency_s < 0:
             raise ValueError(f"latency_s must not be negative: {latency_s}")
@@ -195,6 +196,7 @@ class ScriptedOpenAIServer:
         self.faults = faults if faults is not None else FaultPlan()
         self.latency_s = latency_s
         self.tone_flip_responder = tone_flip_responder
+        self.api_key = api_key  # when set, requests without `Authorization: Bearer <api_key>` get 401
         self.model = model
         self._lock = threading.Lock()
         self._log: list[RequestLog] = []
@@ -316,6 +318,8 @@ class ScriptedOpenAIServer:
     async def _chat_completions(self, request: Request) -> JSONResponse:
         received = time.monotonic()
         item = request.headers.get(ITEM_HEADER, "")
+        if self.api_key is not None and request.headers.get("authorization") != f"Bearer {self.api_key}":
+            return _error(401, "invalid api key", "invalid_request_error", "invalid_api_key")
         raw = await request.body()
         try:
             body = json.loads(raw)

@@ -119,17 +119,6 @@ def test_misconfiguration_is_one_line_and_exit_2(argv, needle, workspace, monkey
     assert err.count("\n") == 1 and needle in err
 
 
-def test_api_key_never_reaches_logs_or_reports(decided, workspace, monkeypatch, caplog):
-    secret = "sk-very-secret-teacher-key"
-    monkeypatch.setenv("LOOKCLOSER_TEACHER_API_KEY", secret)
-    caplog.set_level("DEBUG")
-    run_synthesis(SynthesizeParams(progress=False), load_settings())
-    assert secret not in caplog.text
-    for path in (workspace / "reports").rglob("*") if (workspace / "reports").exists() else []:
-        if path.is_file():
-            assert secret not in path.read_text(errors="ignore")
-
-
 def test_near_duplicates_are_regenerated_until_the_limit(decided):
     catalog, _ = decided
     from flows.teacher.diversity import DiversityPolicy, near_duplicates
