@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -70,6 +71,7 @@ def check_label_studio(settings: Settings) -> Check:
 
 
 def check_teacher(settings: Settings) -> list[Check]:
+    """Each replica answers `/models` (with the key) and serves the configured model."""
     if not settings.teacher_base_urls:
         return [Check("teacher", "warn", f"no endpoint ({ENV_PREFIX}TEACHER_BASE_URLS): template backend only")]
     key = settings.teacher_api_key.get_secret_value() if settings.teacher_api_key else None
@@ -79,9 +81,25 @@ def check_teacher(settings: Settings) -> list[Check]:
         request = urllib.request.Request(f"{url}/models", headers={"Authorization": f"Bearer {key}"} if key else {})
         try:
             with urllib.request.urlopen(request, timeout=PROBE_TIMEOUT_S) as response:
-                checks.append(Check("teacher", "ok", f"{url}: HTTP {response.status}"))
-        except (urllib.error.URLError, TimeoutError, OSError) as err:
+                served = [str(m.get("id")) for m in json.load(response).get("data", [])]
+        except urllib.error.HTTPError as err:
+            hint = f" (check {ENV_PREFIX}TEACHER_API_KEY)" if err.code in (401, 403) else ""
+            checks.append(Check("teacher", "fail", f"{url}: HTTP {err.code}{hint}"))
+            continue
+        except (urllib.error.URLError, TimeoutError, OSError, ValueError) as err:
             checks.append(Check("teacher", "warn", f"{url}: unreachable ({getattr(err, 'reason', err)})"))
+            continue
+        if settings.teacher_model in served:
+            checks.append(Check("teacher", "ok", f"{url}: serves {settings.teacher_model}"))
+        else:
+            checks.append(
+                Check(
+                    "teacher",
+                    "fail",
+                    f"{url}: serves {', '.join(served) or 'no model'}, not {settings.teacher_model} "
+                    f"({ENV_PREFIX}TEACHER_MODEL)",
+                )
+            )
     return checks
 
 

@@ -311,15 +311,23 @@ class ScriptedOpenAIServer:
     async def _health(self, request: Request) -> JSONResponse:
         return JSONResponse({"status": "ok"})
 
+    def _unauthorized(self, request: Request) -> JSONResponse | None:
+        """401 when a key is required and the request does not carry it (like `vllm serve --api-key`)."""
+        if self.api_key is not None and request.headers.get("authorization") != f"Bearer {self.api_key}":
+            return _error(401, "invalid api key", "invalid_request_error", "invalid_api_key")
+        return None
+
     async def _models(self, request: Request) -> JSONResponse:
+        if (refused := self._unauthorized(request)) is not None:
+            return refused
         model = {"id": self.model, "object": "model", "created": 0, "owned_by": "lookcloser-tests"}
         return JSONResponse({"object": "list", "data": [model]})
 
     async def _chat_completions(self, request: Request) -> JSONResponse:
         received = time.monotonic()
         item = request.headers.get(ITEM_HEADER, "")
-        if self.api_key is not None and request.headers.get("authorization") != f"Bearer {self.api_key}":
-            return _error(401, "invalid api key", "invalid_request_error", "invalid_api_key")
+        if (refused := self._unauthorized(request)) is not None:
+            return refused
         raw = await request.body()
         try:
             body = json.loads(raw)

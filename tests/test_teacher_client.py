@@ -88,3 +88,23 @@ def test_the_api_key_authenticates_and_never_reaches_logs_reports_or_the_catalog
     assert secret not in dumped
     assert all(secret not in p.read_text(errors="ignore") for p in workspace.rglob("*") if p.suffix in {".md", ".json"})
     catalog.close()
+
+
+def test_doctor_checks_each_replica_serves_the_model_with_the_key(workspace, monkeypatch):
+    from flows.doctor import check_teacher
+
+    secret = "sk-doctor-secret-42"
+    with (
+        ScriptedOpenAIServer(lambda _i, _b: GOOD, api_key=secret, model="Qwen/Qwen2.5-VL-72B-Instruct") as right,
+        ScriptedOpenAIServer(lambda _i, _b: GOOD, api_key=secret, model="some-other-model") as wrong_model,
+    ):
+        monkeypatch.setenv("LOOKCLOSER_TEACHER_BASE_URLS", f"{right.base_url},{wrong_model.base_url}")
+        monkeypatch.setenv("LOOKCLOSER_TEACHER_API_KEY", secret)
+        checks = check_teacher(load_settings())
+        assert [c.state for c in checks] == ["ok", "fail"]
+        assert "some-other-model" in checks[1].detail and "LOOKCLOSER_TEACHER_MODEL" in checks[1].detail
+        monkeypatch.setenv("LOOKCLOSER_TEACHER_API_KEY", "wrong-key")
+        refused = check_teacher(load_settings())
+        assert [c.state for c in refused] == ["fail", "fail"]
+        assert all("HTTP 401" in c.detail and "LOOKCLOSER_TEACHER_API_KEY" in c.detail for c in refused)
+        assert all(secret not in c.detail for c in checks + refused)
