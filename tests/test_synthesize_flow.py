@@ -133,3 +133,19 @@ def test_near_duplicates_are_regenerated_until_the_limit(decided):
     for texts in groups.values():
         for key in near_duplicates(texts, DiversityPolicy()):
             assert rationales[key].regenerations == 2  # a duplicate is only left at the limit
+
+
+def test_cli_synthesize_openai_through_the_prefect_flow(decided, workspace, prefect_api, monkeypatch, capsys):
+    """The served-teacher path as a user runs it: CLI → Prefect flow → worker processes for the images."""
+    from tests.scripted_openai import ScriptedOpenAIServer
+    from tests.teacher_fixtures import template_responders
+
+    catalog, records = decided
+    good, _ = template_responders(catalog)
+    with ScriptedOpenAIServer(good, latency_s=0.01) as server:
+        monkeypatch.setenv("LOOKCLOSER_TEACHER_BASE_URLS", server.base_url)
+        monkeypatch.setenv("LOOKCLOSER_TEACHER_MODEL", "scripted")
+        assert main(["synthesize", "--backend", "openai", "--candidates", "1"]) == 0
+        assert len(server.log) >= records and {e.images for e in server.log} == {2}
+    assert f"{records} records = {records} produced" in capsys.readouterr().out
+    assert {r.generator for r in catalog.rationales()} == {"openai/scripted/teacher-v1"}
