@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -66,6 +66,7 @@ class PromptBundle:
     exemplars: dict[str, Any]
     tone: dict[str, Any]
     template: dict[str, Any]
+    _memo: dict[tuple, Any] = field(default_factory=dict, compare=False, repr=False)  # derived, per bundle
 
     def attribute_guidance(self, organ: str, attribute: str) -> dict[str, Any]:
         try:
@@ -75,12 +76,22 @@ class PromptBundle:
 
     def value_terms(self, organ: str, attribute: str) -> dict[str, list[str]]:
         """value → every phrase that names it in prose: canonical name, vocabulary synonyms, guidance terms."""
-        spec = load_vocabulary(organ).attribute(attribute)
-        guidance = self.attribute_guidance(organ, attribute)["values"]
-        return {
-            value: [value, *spec.values[value].synonyms, *guidance.get(value, {}).get("terms", [])]
-            for value in spec.values
-        }
+        key = ("terms", organ, attribute)
+        if key not in self._memo:
+            spec = load_vocabulary(organ).attribute(attribute)
+            guidance = self.attribute_guidance(organ, attribute)["values"]
+            self._memo[key] = {
+                value: [value, *spec.values[value].synonyms, *guidance.get(value, {}).get("terms", [])]
+                for value in spec.values
+            }
+        return self._memo[key]
+
+    def system_prompt(self, context: dict[str, Any]) -> str:
+        """The system message; it depends on organ, attribute and c only, so it is rendered once for each."""
+        key = ("system", context["organ"], context["attribute"], context["confidence"])
+        if key not in self._memo:
+            self._memo[key] = self.system.render(**context)
+        return self._memo[key]
 
     def evidence(self, organ: str, attribute: str, label: str) -> list[str]:
         values = self.attribute_guidance(organ, attribute)["values"]
@@ -159,7 +170,7 @@ def render_messages(
         "exemplars": bundle.exemplars_for(request.tone, seed),
     }
     return [
-        {"role": "system", "content": bundle.system.render(**context)},
+        {"role": "system", "content": bundle.system_prompt(context)},
         {
             "role": "user",
             "content": [
