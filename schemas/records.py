@@ -145,7 +145,8 @@ class Rationale(Record):
     question: str
     label: str
     confidence: Literal[0, 1]
-    bbox_2d: list[int] = Field(min_length=4, max_length=4, description="model frame; inserted by code")
+    bbox_2d: list[int] = Field(min_length=4, max_length=4, description="model frame the teacher saw")
+    box: list[float] = Field(min_length=4, max_length=4, description="the record's box, original pixels")
     search: str
     diagnosis: str
     generator: str = Field(description="backend/model/prompt-version, e.g. template/none/teacher-v1")

@@ -179,15 +179,13 @@ def assemble_trajectory(
     """
     frame = model_size(record.image_width, record.image_height, min_pixels, max_pixels)
     bbox_2d = to_model_box(record.box, (record.image_width, record.image_height), frame)
-    written_for = (rationale.label, rationale.confidence, list(rationale.bbox_2d))
-    if (rationale.image_id, rationale.attribute) != (record.image_id, record.attribute) or written_for != (
-        record.label,
-        record.confidence,
-        bbox_2d,
-    ):
+    # compared in the original frame: the same record published with other frame settings is not stale
+    written_for = (rationale.label, rationale.confidence, [float(v) for v in rationale.box])
+    now = (record.label, record.confidence, [float(v) for v in record.box])
+    if (rationale.image_id, rationale.attribute) != (record.image_id, record.attribute) or written_for != now:
         raise AssemblyError(
             f"rationale {rationale.image_id[:12]}:{rationale.attribute} was written for {written_for}, "
-            f"the record now says {(record.label, record.confidence, bbox_2d)}"
+            f"the record now says {now}"
         )
     answer_key = load_vocabulary(record.organ).attribute(record.attribute).answer_key
     return render_trajectory(

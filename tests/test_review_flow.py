@@ -41,6 +41,7 @@ def test_sampling_is_stratified_by_organ_and_tone_and_stable():
                     label="Round" if organ != "thyroid" else "Wider-than-tall",
                     confidence=k % 4 == 0,
                     bbox_2d=[0, 0, 10, 10],
+                    box=[0.0, 0.0, 10.0, 10.0],
                     search="s",
                     diagnosis="d",
                     generator="g",

@@ -29,6 +29,7 @@ def request(label: str = "Hypoechoic", confidence: int = 1, organ: str = "liver"
         label=label,
         confidence=confidence,
         bbox_2d=(100, 80, 180, 150),
+        box=(100.0, 80.0, 180.0, 150.0),
         model_size=(392, 308),
     )
 

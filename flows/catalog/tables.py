@@ -131,6 +131,7 @@ class RationaleRow(Base):
     label: Mapped[str] = mapped_column(String(128))
     confidence: Mapped[int] = mapped_column(Integer)
     bbox_2d: Mapped[list[Any]] = mapped_column(JSON)
+    box: Mapped[list[Any]] = mapped_column(JSON)
     search: Mapped[str] = mapped_column(Text)
     diagnosis: Mapped[str] = mapped_column(Text)
     generator: Mapped[str] = mapped_column(String(256))

@@ -49,6 +49,7 @@ class TeacherRequest(BaseModel):
     label: str
     confidence: int
     bbox_2d: tuple[int, int, int, int]  # model frame
+    box: tuple[float, float, float, float]  # the record's box, original pixels
     model_size: tuple[int, int]  # (W', H')
 
     @property

@@ -91,6 +91,7 @@ def build_request(record: ConsensusRecord, *, min_pixels: int, max_pixels: int) 
         label=record.label,
         confidence=record.confidence,
         bbox_2d=tuple(box),
+        box=tuple(record.box),
         model_size=frame,
     )
 
@@ -252,6 +253,7 @@ class Synthesizer:
             label=request.label,
             confidence=request.confidence,
             bbox_2d=list(request.bbox_2d),
+            box=list(request.box),
             search=text.search if text else "",
             diagnosis=text.diagnosis if text else "",
             generator=self.generator,

@@ -27,6 +27,7 @@ def upgrade() -> None:
         sa.Column("label", sa.String(128), nullable=False),
         sa.Column("confidence", sa.Integer(), nullable=False),
         sa.Column("bbox_2d", sa.JSON(), nullable=False),
+        sa.Column("box", sa.JSON(), nullable=False),
         sa.Column("search", sa.Text(), nullable=False),
         sa.Column("diagnosis", sa.Text(), nullable=False),
         sa.Column("generator", sa.String(256), nullable=False),

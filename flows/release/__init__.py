@@ -1,0 +1,1 @@
+"""Releases: published rows, parquet shards in the Hub layout, the dataset card, versioned folders (DESIGN §6)."""
