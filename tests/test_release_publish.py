@@ -1,0 +1,77 @@
+"""A release round trip: publish, load exactly a tag back as a trainer would, version on change only."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from datasets import load_dataset
+
+from flows.catalog import Catalog
+from flows.image_store import ImageStore
+from flows.release.publish import publish_release
+from flows.release.repository import ReleaseError, version_path, versions
+from flows.release.rows import FrameSettings
+from flows.settings import load_settings
+from flows.synthesize import SynthesizeParams, run_synthesis
+from schemas.crop import crop
+from tests.teacher_fixtures import phantom_consensus
+
+FRAMES = FrameSettings(min_pixels=56 * 56, max_pixels=256 * 256, crop_padding=0.0)
+
+
+@pytest.fixture
+def published(workspace):
+    settings = load_settings()
+    catalog = Catalog(settings.resolved_catalog_url)
+    store = ImageStore(settings.resolved_image_store_url)
+    records = phantom_consensus(catalog, store, workspace / "src", count=9)
+    run_synthesis(SynthesizeParams(progress=False), settings)
+    folder = workspace / "releases" / "us-vqa"
+    first = publish_release(catalog, store, folder, "us-vqa", FRAMES, max_shard_bytes=200_000)
+    yield {"catalog": catalog, "store": store, "folder": folder, "first": first, "records": records}
+    catalog.close()
+
+
+def load(folder, version, worktrees, config="all"):
+    path = version_path(folder, version, worktrees)
+    return load_dataset(str(path), config, cache_dir=str(worktrees.parent / "hf-cache"))
+
+
+def test_a_tagged_release_loads_back_equal_to_the_catalog(published, workspace):
+    first, catalog = published["first"], published["catalog"]
+    assert first.created and first.version == "v1.0.0" and first.rows == published["records"]
+    assert sum(first.counts.values()) == first.rows
+    assert len(list(published["folder"].glob("data/*/*-of-*.parquet"))) > 3  # small shards: several per split
+    loaded = load(published["folder"], "v1.0.0", workspace / "versions")
+    rows = {row["id"]: row for split in loaded.values() for row in split}
+    assert len(rows) == first.rows
+    for record in catalog.consensus_records():
+        row = rows[record.record_id]
+        assert (row["label"], row["confidence"], row["bbox_orig"]) == (record.label, record.confidence, record.box)
+        full, zoomed = row["images"]
+        expected, _ = crop(full, row["bbox"], padding=FRAMES.crop_padding)
+        assert np.array_equal(np.asarray(zoomed), np.asarray(expected))
+        assert [m["role"] for m in row["messages"]] == ["system", "user", "assistant", "user", "assistant"]
+    organ = load(published["folder"], "v1.0.0", workspace / "versions", config="thyroid")
+    assert {row["organ"] for split in organ.values() for row in split} == {"thyroid"}
+
+
+def test_unchanged_data_is_not_tagged_again_and_a_change_is_a_new_version(published, workspace):
+    catalog, store, folder = published["catalog"], published["store"], published["folder"]
+    again = publish_release(catalog, store, folder, "us-vqa", FRAMES, max_shard_bytes=200_000)
+    assert (again.version, again.created) == ("v1.0.0", False)
+    record = catalog.consensus_records()[0]
+    flipped = record.model_copy(update={"confidence": 1 - record.confidence})
+    catalog.save_consensus([(record.image_id, record.attribute, flipped, "test", None, "changed")])
+    run_synthesis(SynthesizeParams(progress=False), load_settings())
+    second = publish_release(catalog, store, folder, "us-vqa", FRAMES, max_shard_bytes=200_000)
+    assert (second.version, second.created) == ("v1.0.1", True)
+    assert versions(folder) == ["v1.0.0", "v1.0.1"]
+    v1 = {r["id"]: r["confidence"] for s in load(folder, "v1.0.0", workspace / "versions").values() for r in s}
+    v2 = {r["id"]: r["confidence"] for s in load(folder, "v1.0.1", workspace / "versions").values() for r in s}
+    assert v1[record.record_id] != v2[record.record_id]  # a silently ignored revision could not pass this
+    assert {k: v for k, v in v1.items() if k != record.record_id} == {
+        k: v for k, v in v2.items() if k != record.record_id
+    }
+    with pytest.raises(ReleaseError, match=r"no version v9\.9\.9"):
+        version_path(folder, "v9.9.9", workspace / "versions")
