@@ -85,7 +85,7 @@ def test_stages_not_built_yet_say_so_and_exit_2(argv, workspace, capsys):
     assert "not built yet" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("argv", [["annotate"], ["pull"]])
+@pytest.mark.parametrize("argv", [["annotate"], ["pull"], ["review"]])
 def test_label_studio_stages_without_credentials_name_the_setting(argv, workspace, monkeypatch, capsys):
     monkeypatch.delenv("LOOKCLOSER_LABEL_STUDIO_TOKEN", raising=False)
     assert main(argv) == 2

@@ -17,7 +17,7 @@ from tests.scripted_openai import FaultPlan, ScriptedOpenAIServer
 from tests.teacher_fixtures import phantom_consensus, template_responders
 
 pytestmark = pytest.mark.integration
-FAULTS = FaultPlan(server_error=0.2, timeout=0.1, malformed_json=0.1, wrong_tone=0.1, rate_limited=0.05, hang_s=2.0)
+FAULTS = FaultPlan(server_error=0.2, timeout=0.1, malformed_json=0.1, wrong_tone=0.1, rate_limited=0.05, hang_s=3.0)
 
 
 def params(**overrides: object) -> SynthesizeParams:
@@ -25,7 +25,7 @@ def params(**overrides: object) -> SynthesizeParams:
         "backend": "openai",
         "candidates": 1,
         "concurrency": 16,
-        "timeout_s": 0.5,
+        "timeout_s": 1.0,
         "max_retries": 10,
         "backoff_s": 0.01,
         "max_regenerations": 0,  # diversity re-asks succeeded items on purpose: tested elsewhere
@@ -101,15 +101,20 @@ def test_quarantined_items_carry_specific_reasons(faulty_run):
 
 
 def test_no_item_is_requested_after_it_succeeded(faulty_run):
-    """The first good reply for the accepted seed ends the item: no request for it comes later."""
+    """After the first good reply to the accepted call, the item is never asked anything new.
+
+    The only later requests allowed are repeats of that same call: a good reply that reached the client
+    after its timeout was lost to it, so the client retried (the server cannot tell the difference).
+    """
     log = faulty_run["log"]
     produced = [r for r in faulty_run["catalog"].rationales() if r.valid]
     assert produced
     for rationale in produced:
-        good = [e.time for e in log if e.item.startswith(f"{rationale.record_id}:{rationale.seed}:") and e.kind == "ok"]
-        assert good, rationale.record_id
-        later = [e for e in log if e.item.startswith(rationale.record_id + ":") and e.time > min(good)]
-        assert later == [], (rationale.record_id, later)
+        accepted = [e for e in log if e.item.startswith(f"{rationale.record_id}:{rationale.seed}:") and e.kind == "ok"]
+        assert accepted, rationale.record_id
+        first_success = min(accepted, key=lambda e: e.time)
+        later = [e for e in log if e.item.startswith(rationale.record_id + ":") and e.time > first_success.time]
+        assert all(e.item == first_success.item for e in later), (rationale.record_id, later)
 
 
 def test_requests_carry_two_images_n_temperature_seed_and_the_schema(faulty_run):
