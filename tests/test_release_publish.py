@@ -8,7 +8,7 @@ from datasets import load_dataset
 
 from flows.catalog import Catalog
 from flows.image_store import ImageStore
-from flows.release.publish import publish_release
+from flows.release.publish import ReleaseBlockedError, publish_release
 from flows.release.repository import ReleaseError, version_path, versions
 from flows.release.rows import FrameSettings
 from flows.settings import load_settings
@@ -75,3 +75,18 @@ def test_unchanged_data_is_not_tagged_again_and_a_change_is_a_new_version(publis
     }
     with pytest.raises(ReleaseError, match=r"no version v9\.9\.9"):
         version_path(folder, "v9.9.9", workspace / "versions")
+
+
+def test_a_failing_suite_blocks_the_release_and_leaves_the_last_one_intact(published, workspace):
+    catalog, store, folder = published["catalog"], published["store"], published["folder"]
+    before = sorted(p.name for p in folder.glob("data/*/*.parquet"))
+    rationale = next(r for r in catalog.rationales() if r.confidence == 0)
+    wrong_tone = rationale.model_copy(update={"diagnosis": f"This is clearly {rationale.label} with high certainty."})
+    catalog.save_synthesis(rationales=[wrong_tone])
+    with pytest.raises(ReleaseBlockedError) as blocked:
+        publish_release(catalog, store, folder, "us-vqa", FRAMES, max_shard_bytes=200_000)
+    failed = {f["column"]: f["rows"] for f in blocked.value.report.failures}
+    assert failed == {"check_tone_matches_c": [rationale.record_id]}
+    assert versions(folder) == ["v1.0.0"]
+    assert sorted(p.name for p in folder.glob("data/*/*.parquet")) == before
+    assert not list(folder.glob("data/*/*.partial"))

@@ -1,4 +1,4 @@
-"""Write a release: rows → parquet shards → card → a tagged commit (no validation yet: see issue 7).
+"""Write a release: rows → parquet shards → validation → card → a tagged commit.
 
 The card here is the data's first description (configs, features, counts, generator, frame
 settings); it holds nothing that changes between identical releases (no dates), so re-publishing
@@ -19,9 +19,10 @@ from huggingface_hub import DatasetCardData
 
 from flows.catalog import Catalog
 from flows.image_store import ImageStore
-from flows.release.repository import commit_release
+from flows.release.repository import commit_release, discard_uncommitted, ensure_repository
 from flows.release.rows import FrameSettings, RowOutcome, iter_rows
 from flows.release.shards import DEFAULT_SHARD_BYTES, FEATURES, write_shards
+from flows.release.validation import ValidationReport, add_split_facts, row_facts, validate_rows
 from schemas.crop import CROP_VERSION
 from schemas.records import Sample
 from schemas.trajectory import TRAJECTORY_VERSION
@@ -36,14 +37,26 @@ class ReleaseSummary:
     counts: dict[tuple[str, str], int] = field(default_factory=dict)
     labels: Counter[tuple[str, str, str, int]] = field(default_factory=Counter)  # organ, attribute, label, c
     generators: Counter[str] = field(default_factory=Counter)
+    validation: ValidationReport | None = None
 
 
-def _samples(outcomes: Iterator[RowOutcome], summary: ReleaseSummary) -> Iterator[Sample]:
+class ReleaseBlockedError(Exception):
+    """The validation suite failed: nothing was committed or tagged."""
+
+    def __init__(self, report: ValidationReport) -> None:
+        super().__init__(report.summary())
+        self.report = report
+
+
+def _samples(
+    outcomes: Iterator[RowOutcome], summary: ReleaseSummary, catalog: Catalog, facts: list[dict]
+) -> Iterator[Sample]:
     for outcome in outcomes:
         if outcome.sample is None:
             summary.skipped[outcome.reason or "unknown"] += 1
             continue
         sample = outcome.sample
+        facts.append(row_facts(sample, catalog.get_image(sample.id.split(":", 1)[0])))
         summary.rows += 1
         summary.labels[(sample.organ, sample.attribute, sample.label, sample.confidence)] += 1
         summary.generators[sample.generator] += 1
@@ -98,13 +111,25 @@ def publish_release(
     *,
     version: str | None = None,
     max_shard_bytes: int = DEFAULT_SHARD_BYTES,
+    docs_dir: Path | None = None,
 ) -> ReleaseSummary:
-    """Write the catalog's rows into `folder` and tag them; an unchanged release keeps its tag."""
-    summary = ReleaseSummary()
-    folder.mkdir(parents=True, exist_ok=True)
+    """Write the catalog's rows into `folder`, validate them, and tag them; an unchanged release keeps its tag.
+
+    A failing validation restores the folder to the latest release and raises ReleaseBlockedError.
+    """
+    summary, facts = ReleaseSummary(), []
+    ensure_repository(folder)
     summary.counts = write_shards(
-        _samples(iter_rows(catalog, store, frames), summary), folder / "data", max_shard_bytes=max_shard_bytes
+        _samples(iter_rows(catalog, store, frames), summary, catalog, facts),
+        folder / "data",
+        max_shard_bytes=max_shard_bytes,
     )
+    add_split_facts(facts)
+    report = validate_rows(facts, docs_dir=docs_dir)
+    summary.validation = report
+    if not report.success:
+        discard_uncommitted(folder)
+        raise ReleaseBlockedError(report)
     (folder / "README.md").write_text(card_text(name, summary, frames))
     summary.version, summary.created = commit_release(folder, version, f"{name}: {summary.rows} rows")
     return summary

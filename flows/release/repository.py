@@ -41,6 +41,18 @@ def ensure_repository(folder: Path) -> None:
         _git(folder, "init", "-q", "-b", "main")
 
 
+def discard_uncommitted(folder: Path) -> None:
+    """Put the folder back to its latest commit (or empty it before the first): a blocked release leaves nothing."""
+    if _has_commits(folder):
+        _git(folder, "checkout", "-q", "--", ".")  # also brings back the shards the new release removed
+    _git(folder, "clean", "-q", "-fd")
+
+
+def _has_commits(folder: Path) -> bool:
+    result = subprocess.run(["git", "-C", str(folder), "rev-parse", "--verify", "-q", "HEAD"], capture_output=True)
+    return result.returncode == 0
+
+
 def versions(folder: Path) -> list[str]:
     """Release tags, oldest first."""
     if not (folder / ".git").exists():
