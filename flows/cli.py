@@ -438,9 +438,29 @@ def review(
 def publish(
     name: Annotated[str, typer.Argument(help="dataset name")],
     version: Annotated[str | None, typer.Option(help="vMAJOR.MINOR.PATCH (default: next patch)")] = None,
+    max_shard_mb: Annotated[int | None, typer.Option(help="parquet shard size limit (default 500)")] = None,
 ) -> None:
     """Validate and publish a versioned Hugging Face dataset."""
-    _not_built("publish", "issue 7, validate and publish")
+    _prepare_prefect()
+    from flows.publish import PublishParams, publish_flow
+    from flows.release.folders import docs_folder, release_folder
+    from flows.release.publish import ReleaseBlockedError
+    from flows.release.repository import ReleaseError
+
+    params = _params(PublishParams, name=name, version=version, max_shard_mb=max_shard_mb)
+    settings = _settings()
+    try:
+        summary = publish_flow(params)
+    except ReleaseError as err:
+        raise ConfigError(str(err)) from None
+    except ReleaseBlockedError as err:
+        console.print(f"[bold red]release blocked[/]: {err}")
+        console.print(f"Data Docs: {docs_folder(settings, name) / 'index.html'}")
+        raise typer.Exit(EXIT_ERROR) from None
+    state = "tagged" if summary.created else "unchanged, no new tag"
+    console.print(f"{name}@{summary.version} ({state}): {summary.rows} rows, not published {dict(summary.skipped)}")
+    console.print(f"release folder: {release_folder(settings, name)}")
+    console.print(f"load it:        lookcloser dataset path {name} --version {summary.version}")
 
 
 @dataset_app.command("path")
@@ -449,7 +469,15 @@ def dataset_path(
     version: Annotated[str, typer.Option(help="vMAJOR.MINOR.PATCH")],
 ) -> None:
     """A local folder holding exactly that version."""
-    _not_built("dataset path", "issue 7, validate and publish")
+    from flows.release.folders import release_folder, worktrees_folder
+    from flows.release.repository import ReleaseError, version_path
+
+    settings = _settings()
+    try:
+        path = version_path(release_folder(settings, name), version, worktrees_folder(settings, name))
+    except ReleaseError as err:
+        raise ConfigError(str(err)) from None
+    typer.echo(str(path))
 
 
 @app.command()

@@ -90,3 +90,27 @@ def test_a_failing_suite_blocks_the_release_and_leaves_the_last_one_intact(publi
     assert versions(folder) == ["v1.0.0"]
     assert sorted(p.name for p in folder.glob("data/*/*.parquet")) == before
     assert not list(folder.glob("data/*/*.partial"))
+
+
+def test_cli_publish_dataset_path_and_status(workspace, prefect_api, capsys):
+    from flows.cli import main
+
+    settings = load_settings()
+    catalog = Catalog(settings.resolved_catalog_url)
+    records = phantom_consensus(catalog, ImageStore(settings.resolved_image_store_url), workspace / "src", count=6)
+    assert main(["synthesize"]) == 0
+    assert main(["publish", "us-vqa"]) == 0
+    out = capsys.readouterr().out
+    assert "us-vqa@v1.0.0 (tagged)" in out
+    assert main(["dataset", "path", "us-vqa", "--version", "v1.0.0"]) == 0
+    path = capsys.readouterr().out.strip().splitlines()[-1]
+    loaded = load_dataset(path, "all", cache_dir=str(workspace / "hf-cache"))
+    assert sum(len(split) for split in loaded.values()) == records
+    status = catalog.status()
+    assert status["releases"] == ["us-vqa@v1.0.0"]
+    assert status["stages"]["publish"]["out"] == records == status["stages"]["publish"]["in"]
+    assert (workspace / "releases" / "us-vqa.data-docs" / "index.html").exists()
+    assert main(["publish", "us-vqa"]) == 0 and "unchanged, no new tag" in capsys.readouterr().out
+    assert main(["dataset", "path", "us-vqa", "--version", "v7.0.0"]) == 2
+    assert "no version v7.0.0" in capsys.readouterr().err
+    catalog.close()

@@ -347,6 +347,24 @@ class Catalog:
                 rejected += 1
         return rejected
 
+    def save_release(
+        self,
+        *,
+        name: str,
+        version: str,
+        rows: int,
+        git_sha: str | None,
+        path: str,
+        ledger: Iterable[tuple[str, Outcome, str | None, str | None]],
+    ) -> None:
+        """Record a release and what became of every record in it (the publish stage's ledger)."""
+        now = datetime.now(UTC)
+        with Session(self.engine) as session, session.begin():
+            row = {"name": name, "version": version, "rows": rows, "git_sha": git_sha, "path": path, "created_at": now}
+            self._upsert(session, ReleaseRow.__table__, [row], ["name", "version"], keep=("created_at",))
+            session.execute(delete(StageItemRow).where(StageItemRow.stage == "publish"))
+            self._record_items(session, "publish", ledger, now)
+
     def diversity_marks(self) -> dict[str, str]:
         with Session(self.engine) as session:
             return dict(session.execute(select(DiversityMarkRow.group_key, DiversityMarkRow.digest)).all())

@@ -38,6 +38,7 @@ class ReleaseSummary:
     labels: Counter[tuple[str, str, str, int]] = field(default_factory=Counter)  # organ, attribute, label, c
     generators: Counter[str] = field(default_factory=Counter)
     validation: ValidationReport | None = None
+    outcomes: list[tuple[str, str | None]] = field(default_factory=list)  # record id, reason it is not a row
 
 
 class ReleaseBlockedError(Exception):
@@ -52,6 +53,7 @@ def _samples(
     outcomes: Iterator[RowOutcome], summary: ReleaseSummary, catalog: Catalog, facts: list[dict]
 ) -> Iterator[Sample]:
     for outcome in outcomes:
+        summary.outcomes.append((outcome.record_id, outcome.reason))
         if outcome.sample is None:
             summary.skipped[outcome.reason or "unknown"] += 1
             continue

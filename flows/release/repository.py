@@ -87,6 +87,10 @@ def commit_release(folder: Path, version: str | None, message: str) -> tuple[str
     return version, True
 
 
+def commit_of(folder: Path, version: str) -> str:
+    return _git(folder, "rev-list", "-n", "1", version)
+
+
 def version_path(folder: Path, version: str, worktrees: Path) -> Path:
     """A folder holding exactly `version` (a detached worktree under `worktrees`), created once and reused."""
     parse_version(version)
