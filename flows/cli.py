@@ -34,6 +34,7 @@ console = Console()
 log = logging.getLogger("lookcloser")
 
 EXIT_ERROR, EXIT_CONFIG = 1, 2
+DEMO_DATASET = "lookcloser-demo"
 INGEST_KINDS = ("folder", "manifest", "buscot", "ddti", "dicom", "hf", "phantom")
 
 
@@ -134,6 +135,12 @@ def demo(
             f"expert review: {reviewed.sampled} sampled (5 % per organ and tone), {reviewed.verdicts} verdicts from "
             f"the simulated senior reader, {reviewed.rejected_now} rejected and quarantined"
         )
+        console.rule("[bold]lookcloser demo: validate and publish")
+        from flows.publish import PublishParams, publish_flow
+
+        released = publish_flow(PublishParams(name=DEMO_DATASET))
+        state = "tagged" if released.created else "unchanged, no new tag"
+        console.print(f"{DEMO_DATASET}@{released.version} ({state}): {released.rows} rows passed the release gate")
     _print_status(_open_catalog(settings).status())
     console.rule("[bold]where to look")
     console.print(f"workspace         {settings.workspace.resolve()}")

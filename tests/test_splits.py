@@ -18,6 +18,16 @@ def test_near_duplicates_join_the_group_and_its_split():
     assert group == "c" * 64
 
 
+def test_near_duplicates_of_another_organ_do_not_join_its_group():
+    """Sector scans of different organs share a pHash neighbourhood: the geometry, not the image."""
+    assigner = _assigner()
+    assigner.remember(KnownImage("a" * 64, "liver", "a1" * 32, "ffffffff00000000", "train", "a" * 64))
+    split, group = assigner.assign("b" * 64, "thyroid", "b2" * 32, "ffffffff0000000f")  # 4 bits apart
+    assert (split, group) == ("test", "b" * 64)
+    split, group = assigner.assign("c" * 64, "liver", "c3" * 32, "ffffffff00000003")
+    assert group == "a" * 64
+
+
 def test_a_patients_images_share_a_split():
     assigner = _assigner()
     first, _ = assigner.assign("a" * 64, "liver", "d9" * 32, "0123456789abcdef")
