@@ -104,3 +104,17 @@ def test_row_facts_detect_real_corruptions(release_rows):
     assert check_tone_matches_c(sample, "teacher-v1") and not check_tone_matches_c(flipped, "teacher-v1")
     one_image = sample.model_copy(update={"images": [sample.images[0], sample.images[0], sample.images[0]]})
     assert check_one_image_per_placeholder(sample) and not check_one_image_per_placeholder(one_image)
+
+
+def test_a_patient_with_a_cross_domain_test_image_is_not_a_leak():
+    """Thyroid is test-only by design: a patient's liver rows in train and thyroid rows in test pass."""
+    base = {"check_label_in_vocabulary": True}
+    rows = [
+        {**base, "id": "a:shape", "organ": "liver", "split": "train", "patient_key": "p1", "dup_group": "g1"},
+        {**base, "id": "b:shape", "organ": "thyroid", "split": "test", "patient_key": "p1", "dup_group": "g2"},
+        {**base, "id": "c:shape", "organ": "liver", "split": "test", "patient_key": "p2", "dup_group": "g3"},
+        {**base, "id": "d:shape", "organ": "breast", "split": "train", "patient_key": "p2", "dup_group": "g4"},
+    ]
+    add_split_facts(rows)
+    facts = {row["id"]: row["check_patient_in_one_split"] for row in rows}
+    assert facts == {"a:shape": True, "b:shape": True, "c:shape": False, "d:shape": False}
