@@ -3,8 +3,9 @@
 Rules, in order: an image of a test-only organ (thyroid by default, the paper's cross-domain set) is
 always test; an image that is a near-duplicate of an ingested image of the same organ joins that
 image's group and its split (across organs a small pHash distance means the same scanner geometry,
-not the same image: sector scans of different organs collide); otherwise an image of a patient
-already seen takes that patient's split; otherwise the split is drawn from a seeded hash of the
+not the same image: sector scans of different organs collide), unless its patient already has the
+other split: then it keeps the patient's split and starts its own group; otherwise an image of a
+patient already seen takes that patient's split; otherwise the split is drawn from a seeded hash of the
 patient key (or, with a fixed test count, test until the organ has that many test images). Once
 assigned, a split is never changed: the catalog is the memory, and this class is loaded from it at
 the start of every run.
@@ -75,13 +76,17 @@ class SplitAssigner:
 
     def assign(self, image_id: str, organ: str, patient_key: str, phash: str) -> tuple[str, str]:
         """(split, dup_group) for a new image, and remember it."""
-        group = self.near_duplicate_group(phash, organ) or image_id
+        near = self.near_duplicate_group(phash, organ)
+        patient_split = self._patient_split.get(patient_key)
         if organ in self.test_only_organs:  # cross-domain test organs never train, whatever else the patient has
             split = "test"
+        elif near is not None and patient_split is not None and self._group_split[near] != patient_split:
+            # the group and the patient were given different splits before: a patient never straddles splits,
+            # so the image keeps its patient's split and starts its own group (splits, once given, never change)
+            near, split = None, patient_split
         else:
-            split = (
-                self._group_split.get(group) or self._patient_split.get(patient_key) or self._draw(organ, patient_key)
-            )
+            split = (self._group_split.get(near) if near else None) or patient_split or self._draw(organ, patient_key)
+        group = near or image_id
         self.remember(KnownImage(image_id, organ, patient_key, phash, split, group))
         return split, group
 

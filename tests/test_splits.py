@@ -28,6 +28,14 @@ def test_near_duplicates_of_another_organ_do_not_join_its_group():
     assert group == "a" * 64
 
 
+def test_a_patient_never_straddles_splits_even_through_a_near_duplicate():
+    assigner = _assigner()
+    assigner.remember(KnownImage("a" * 64, "liver", "p1" * 32, "ffffffff00000000", "train", "a" * 64))
+    assigner.remember(KnownImage("b" * 64, "liver", "p2" * 32, "0000ffff0000ffff", "test", "b" * 64))
+    split, group = assigner.assign("c" * 64, "liver", "p2" * 32, "ffffffff00000001")  # near a, patient of b
+    assert (split, group) == ("test", "c" * 64)
+
+
 def test_a_patients_images_share_a_split():
     assigner = _assigner()
     first, _ = assigner.assign("a" * 64, "liver", "d9" * 32, "0123456789abcdef")
