@@ -164,7 +164,14 @@ def demo(
         console.print(
             f"expert review     {reports / 'review' / 'acceptance.md'}  (project 'lookcloser rationale review')"
         )
-    console.print("next stages (validate and publish, training, evaluation) arrive with their issues.")
+        from flows.release.folders import docs_folder, release_folder
+
+        console.print(
+            f"release           {release_folder(settings, DEMO_DATASET)}  (git tags = versions; README.md card)"
+        )
+        console.print(f"data docs         {docs_folder(settings, DEMO_DATASET) / 'index.html'}")
+        console.print(f"load a version    lookcloser dataset path {DEMO_DATASET} --version v1.0.0  (then load_dataset)")
+    console.print("next stages (training, evaluation) arrive with their issues.")
 
 
 @app.command()
