@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from schemas.frames import validate_box
+from schemas.frames import model_size, to_model_box, validate_box
 from schemas.vocabulary import load_vocabulary
 
 Organ = Literal["breast", "liver", "thyroid"]
@@ -134,6 +134,11 @@ class ConsensusRecord(Record):
     @property
     def record_id(self) -> str:
         return f"{self.image_id}:{self.attribute}"
+
+    def model_frame(self, min_pixels: int, max_pixels: int) -> tuple[tuple[int, int], list[int]]:
+        """The image size after `smart_resize` and the fused box in that frame (what the trajectory shows)."""
+        size = model_size(self.image_width, self.image_height, min_pixels, max_pixels)
+        return size, to_model_box(self.box, (self.image_width, self.image_height), size)
 
 
 class Rationale(Record):

@@ -15,7 +15,6 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from schemas.frames import model_size, to_model_box
 from schemas.records import ConsensusRecord, Rationale
 from schemas.vocabulary import load_vocabulary
 
@@ -177,8 +176,7 @@ def assemble_trajectory(
 
     The rationale must have been written for exactly this label, c and box (AssemblyError otherwise).
     """
-    frame = model_size(record.image_width, record.image_height, min_pixels, max_pixels)
-    bbox_2d = to_model_box(record.box, (record.image_width, record.image_height), frame)
+    _size, bbox_2d = record.model_frame(min_pixels, max_pixels)
     # compared in the original frame: the same record published with other frame settings is not stale
     written_for = (rationale.label, rationale.confidence, [float(v) for v in rationale.box])
     now = (record.label, record.confidence, [float(v) for v in record.box])

@@ -6,7 +6,10 @@ import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
-from annotation.server import LabelStudioServer, ensure_labelstudio_venv, free_port, prepare_data_dir
+from annotation.server import LabelStudioServer, create_reader, ensure_labelstudio_venv, free_port, prepare_data_dir
+from flows.labelstudio_access import write_credentials
+from flows.settings import Settings
+from schemas.vocabulary import ORGANS
 
 
 @contextlib.contextmanager
@@ -26,3 +29,26 @@ def running_labelstudio(tmp_dir: Path) -> Iterator[LabelStudioServer]:
         yield server
     finally:
         server.stop()
+
+
+def register_readers(
+    server: LabelStudioServer, settings: Settings, accounts: tuple[tuple[str, str], ...]
+) -> list[dict[str, str]]:
+    """Create the accounts `(email, pseudonym)` (reader A, reader B, adjudicator) and write the credentials file.
+
+    The first two read every organ, the third adjudicates every organ. Returns the reader entries.
+    """
+    readers = []
+    for email, pseudonym in accounts:
+        token = create_reader(server.url, server.admin_token, email, "pw-" + pseudonym * 6)
+        readers.append({"email": email, "pseudonym": pseudonym, "token": token})
+    write_credentials(
+        settings,
+        {
+            "admin": {"token": server.admin_token},
+            "readers": readers,
+            "organs": {organ: [r["email"] for r in readers[:2]] for organ in ORGANS},
+            "adjudicators": dict.fromkeys(ORGANS, readers[2]["email"]),
+        },
+    )
+    return readers

@@ -16,17 +16,17 @@ from annotation.consensus import readers_disagree
 from annotation.label_config import label_config, result_from_reading
 from annotation.projects import READER_ROLES, project_title
 from annotation.readers import ReaderNoise, simulate_reading
-from annotation.server import create_reader
 from flows.annotate import AnnotateParams, annotate_flow, simulate_readers_flow
 from flows.catalog import Catalog
 from flows.cli import main
 from flows.image_store import ImageStore
 from flows.ingestion import IngestOptions, register_items
-from flows.labelstudio_access import admin_client, load_assignment, read_credentials, write_credentials
+from flows.labelstudio_access import admin_client, load_assignment, read_credentials
 from flows.pull import PullParams, pull_flow
 from flows.settings import load_settings
 from flows.sources.phantom import phantom_items
 from schemas.vocabulary import ORGANS
+from tests.labelstudio import register_readers
 
 pytestmark = pytest.mark.integration
 IMAGES = 200
@@ -48,18 +48,10 @@ def annotated(labelstudio_server, prefect_api, tmp_path_factory):
         register_items(
             phantom_items(workspace / "sources", seed=5, count=IMAGES), catalog, store, b"s", IngestOptions()
         )
-        readers = []
-        for email, pseudonym in (("sono-a@test.local", "R1"), ("sono-b@test.local", "R2"), ("senior@test.local", "A1")):
-            token = create_reader(labelstudio_server.url, labelstudio_server.admin_token, email, "pw-" + pseudonym * 6)
-            readers.append({"email": email, "pseudonym": pseudonym, "token": token})
-        write_credentials(
+        register_readers(
+            labelstudio_server,
             settings,
-            {
-                "admin": {"token": labelstudio_server.admin_token},
-                "readers": readers,
-                "organs": {organ: [r["email"] for r in readers[:2]] for organ in ORGANS},
-                "adjudicators": dict.fromkeys(ORGANS, readers[2]["email"]),
-            },
+            (("sono-a@test.local", "R1"), ("sono-b@test.local", "R2"), ("senior@test.local", "A1")),
         )
         pushed = annotate_flow(AnnotateParams())
         posted = simulate_readers_flow()

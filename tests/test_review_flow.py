@@ -14,15 +14,15 @@ from annotation.rationale_review import (
     sample_for_review,
     verdict_from_result,
 )
-from annotation.server import create_reader
 from flows.catalog import Catalog
 from flows.image_store import ImageStore
-from flows.labelstudio_access import admin_client, write_credentials
+from flows.labelstudio_access import admin_client
 from flows.review import ReviewParams, acceptance, push_reviews, review_flow
 from flows.settings import load_settings
 from flows.synthesize import SynthesizeParams, run_synthesis
 from schemas.records import Rationale
 from schemas.vocabulary import ORGANS
+from tests.labelstudio import register_readers
 from tests.teacher_fixtures import phantom_consensus
 
 SHARE = 0.2
@@ -88,18 +88,10 @@ def reviewed(labelstudio_server, prefect_api, tmp_path_factory):
         catalog = Catalog(settings.resolved_catalog_url)
         phantom_consensus(catalog, ImageStore(settings.resolved_image_store_url), workspace / "src", count=30, seed=11)
         run_synthesis(SynthesizeParams(progress=False), settings)
-        readers = []
-        for email, pseudonym in (("rev-a@test.local", "V1"), ("rev-b@test.local", "V2"), ("rev-s@test.local", "S1")):
-            token = create_reader(labelstudio_server.url, labelstudio_server.admin_token, email, "pw-" + pseudonym * 6)
-            readers.append({"email": email, "pseudonym": pseudonym, "token": token})
-        write_credentials(
+        register_readers(
+            labelstudio_server,
             settings,
-            {
-                "admin": {"token": labelstudio_server.admin_token},
-                "readers": readers,
-                "organs": {organ: [r["email"] for r in readers[:2]] for organ in ORGANS},
-                "adjudicators": dict.fromkeys(ORGANS, readers[2]["email"]),
-            },
+            (("rev-a@test.local", "V1"), ("rev-b@test.local", "V2"), ("rev-s@test.local", "S1")),
         )
         before = {r.record_id: r for r in catalog.rationales()}
         summary = review_flow(ReviewParams(share=SHARE), simulate=True)

@@ -49,16 +49,14 @@ class ReleaseBlockedError(Exception):
         self.report = report
 
 
-def _samples(
-    outcomes: Iterator[RowOutcome], summary: ReleaseSummary, catalog: Catalog, facts: list[dict]
-) -> Iterator[Sample]:
+def _samples(outcomes: Iterator[RowOutcome], summary: ReleaseSummary, facts: list[dict]) -> Iterator[Sample]:
     for outcome in outcomes:
         summary.outcomes.append((outcome.record_id, outcome.reason))
         if outcome.sample is None:
             summary.skipped[outcome.reason or "unknown"] += 1
             continue
         sample = outcome.sample
-        facts.append(row_facts(sample, catalog.get_image(sample.id.split(":", 1)[0])))
+        facts.append(row_facts(sample, outcome.image))
         summary.rows += 1
         summary.labels[(sample.organ, sample.attribute, sample.label, sample.confidence)] += 1
         summary.generators[sample.generator] += 1
@@ -122,7 +120,7 @@ def publish_release(
     summary, facts = ReleaseSummary(), []
     ensure_repository(folder)
     summary.counts = write_shards(
-        _samples(iter_rows(catalog, store, frames), summary, catalog, facts),
+        _samples(iter_rows(catalog, store, frames), summary, facts),
         folder / "data",
         max_shard_bytes=max_shard_bytes,
     )

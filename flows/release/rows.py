@@ -17,7 +17,6 @@ from PIL import Image
 from flows.catalog import Catalog
 from flows.image_store import ImageStore
 from schemas.crop import crop, model_frame_image
-from schemas.frames import model_size, to_model_box
 from schemas.records import ConsensusRecord, ImageRecord, Rationale, Sample
 from schemas.trajectory import AssemblyError, assemble_trajectory
 
@@ -38,6 +37,7 @@ class RowOutcome:
     record_id: str
     sample: Sample | None
     reason: str | None  # why there is no sample
+    image: ImageRecord | None = None  # the row's image record (its patient key and group feed the gate)
 
 
 def png_bytes(image: Image.Image, *, compress_level: int = DATASET_PNG_COMPRESS_LEVEL) -> bytes:
@@ -51,8 +51,7 @@ def build_sample(
 ) -> Sample:
     """One row from a record, its rationale, its image record and the image already in the model frame."""
     messages = assemble_trajectory(record, rationale, min_pixels=frames.min_pixels, max_pixels=frames.max_pixels)
-    size = model_size(record.image_width, record.image_height, frames.min_pixels, frames.max_pixels)
-    bbox = to_model_box(record.box, (record.image_width, record.image_height), size)
+    size, bbox = record.model_frame(frames.min_pixels, frames.max_pixels)
     zoomed, _ = crop(frame, bbox, padding=frames.crop_padding)
     return Sample(
         id=record.record_id,
@@ -105,6 +104,6 @@ def iter_rows(
             yield RowOutcome(record.record_id, None, "image_missing")
             continue
         try:
-            yield RowOutcome(record.record_id, build_sample(record, rationale, image, frame, frames), None)
+            yield RowOutcome(record.record_id, build_sample(record, rationale, image, frame, frames), None, image)
         except AssemblyError:
             yield RowOutcome(record.record_id, None, "rationale_stale")

@@ -31,7 +31,7 @@ from flows.teacher.client import TeacherRejectedError, TeacherUnavailableError
 from flows.teacher.diversity import DiversityPolicy, near_duplicates
 from flows.teacher.images import ImagePreparationError
 from flows.teacher.prompting import PromptBundle, TeacherRequest
-from schemas.frames import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, model_size, to_model_box
+from schemas.frames import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS
 from schemas.records import ConsensusRecord, Rationale
 from schemas.vocabulary import load_vocabulary
 
@@ -80,8 +80,7 @@ def choose_question(record: ConsensusRecord) -> str:
 
 def build_request(record: ConsensusRecord, *, min_pixels: int, max_pixels: int) -> TeacherRequest:
     """What the teacher is told: the record's label, c and its box in the model frame."""
-    frame = model_size(record.image_width, record.image_height, min_pixels, max_pixels)
-    box = to_model_box(record.box, (record.image_width, record.image_height), frame)
+    frame, box = record.model_frame(min_pixels, max_pixels)
     return TeacherRequest(
         item_key=record.record_id,
         image_id=record.image_id,
