@@ -346,3 +346,25 @@ def plot_iou_histogram(organ: str, ious: Sequence[float], path: Path, threshold:
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def plot_label_distribution(organ: str, counts: dict[tuple[str, str], tuple[int, int]], path: Path) -> Path:
+    """Horizontal bars per attribute · label, split into c = 1 (readers agreed) and c = 0 (they disagreed)."""
+    plt = _pyplot()
+    keys = sorted(counts)
+    agreed = np.array([counts[k][0] for k in keys])
+    disagreed = np.array([counts[k][1] for k in keys])
+    fig, ax = plt.subplots(figsize=(9.0, 1.2 + 0.28 * len(keys)))
+    positions = np.arange(len(keys))[::-1]
+    ax.barh(positions, agreed, color="#4C72B0", label="c = 1 (agreed)")
+    ax.barh(positions, disagreed, left=agreed, color="#DD8452", label="c = 0 (disagreed)")
+    ax.set_yticks(positions, [f"{attribute} · {label}" for attribute, label in keys], fontsize=8)
+    ax.xaxis.set_major_locator(_integer_locator())
+    ax.set_xlabel("rows")
+    ax.set_title(f"{organ}: labels and confidence (n = {int(agreed.sum() + disagreed.sum())})", fontsize=10)
+    ax.set_xlim(0, max(int((agreed + disagreed).max()) if keys else 0, 1) * 1.05)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, fontsize=8)  # never over a bar
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

@@ -458,6 +458,7 @@ def publish(
     _prepare_prefect()
     from flows.publish import PublishParams, publish_flow
     from flows.release.folders import docs_folder, release_folder
+    from flows.release.hub import HubPushError
     from flows.release.publish import ReleaseBlockedError
     from flows.release.repository import ReleaseError
 
@@ -467,6 +468,8 @@ def publish(
         summary = publish_flow(params)
     except ReleaseError as err:
         raise ConfigError(str(err)) from None
+    except HubPushError as err:
+        raise ConfigError(f"{err}; the local release is tagged, the next publish pushes it") from None
     except ReleaseBlockedError as err:
         console.print(f"[bold red]release blocked[/]: {err}")
         console.print(f"Data Docs: {docs_folder(settings, name) / 'index.html'}")
@@ -475,6 +478,8 @@ def publish(
     console.print(f"{name}@{summary.version} ({state}): {summary.rows} rows, not published {dict(summary.skipped)}")
     console.print(f"release folder: {release_folder(settings, name)}")
     console.print(f"load it:        lookcloser dataset path {name} --version {summary.version}")
+    for push in summary.hub:
+        console.print(f"pushed:         {push.repo_id}@{push.version} (Hub)")
 
 
 @dataset_app.command("path")
@@ -492,6 +497,31 @@ def dataset_path(
     except ReleaseError as err:
         raise ConfigError(str(err)) from None
     typer.echo(str(path))
+
+
+@dataset_app.command("export")
+def dataset_export(
+    name: Annotated[str, typer.Argument(help="dataset name")],
+    version: Annotated[str, typer.Option(help="vMAJOR.MINOR.PATCH")],
+    to: Annotated[str, typer.Option("--format", help="llamafactory or swift")],
+    out: Annotated[Path, typer.Option(help="output folder (JSON Lines, images, README)")],
+    config: Annotated[str, typer.Option(help="all, or one organ")] = "all",
+) -> None:
+    """Export one version for LLaMA-Factory (ShareGPT + dataset_info.json) or ms-swift (messages JSONL)."""
+    from flows.release.exports import FORMATS, export_release
+    from flows.release.folders import release_folder, worktrees_folder
+    from flows.release.repository import ReleaseError, version_path
+
+    if to not in FORMATS:
+        raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, not {to!r}")
+    settings = _settings()
+    try:
+        path = version_path(release_folder(settings, name), version, worktrees_folder(settings, name))
+    except ReleaseError as err:
+        raise ConfigError(str(err)) from None
+    summary = export_release(path, out, to, name=name.replace("-", "_"), config=config)  # type: ignore[arg-type]
+    rows = ", ".join(f"{split} {n}" for split, n in sorted(summary.rows.items())) or "no rows"
+    console.print(f"{name}@{version} → {summary.folder} ({to}): {rows}; {summary.images} images")
 
 
 @app.command()

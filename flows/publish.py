@@ -15,11 +15,14 @@ from pydantic import BaseModel, Field
 
 from flows.catalog import Catalog, Outcome
 from flows.image_store import ImageStore
-from flows.release.folders import docs_folder, release_folder
+from flows.release.card import load_provenance
+from flows.release.folders import docs_folder, release_folder, worktrees_folder
+from flows.release.hub import HubApi, HubPush, hub_api, sync_versions
 from flows.release.publish import ReleaseSummary, publish_release
-from flows.release.repository import commit_of
+from flows.release.repository import commit_of, version_path, versions
 from flows.release.rows import FrameSettings
-from flows.settings import Settings, load_settings
+from flows.release.validation import DistributionBounds
+from flows.settings import Settings, SettingsError, load_settings
 
 log = logging.getLogger(__name__)
 NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
@@ -39,8 +42,37 @@ def frame_settings(settings: Settings) -> FrameSettings:
     )
 
 
-def run_publish(params: PublishParams, settings: Settings) -> ReleaseSummary:
-    """Validate, write and tag; record the release and the publish ledger. Plain function, no Prefect needed."""
+def distribution_bounds(settings: Settings) -> DistributionBounds:
+    return DistributionBounds(
+        c0_share_min=settings.release_c0_share_min,
+        c0_share_max=settings.release_c0_share_max,
+        label_share_max=settings.release_label_share_max,
+        min_rows=settings.release_distribution_min_rows,
+    )
+
+
+def check_hub_settings(settings: Settings) -> None:
+    if (settings.hub_token is None) != (settings.hub_repo_id is None):
+        raise SettingsError("LOOKCLOSER_HUB_TOKEN and LOOKCLOSER_HUB_REPO_ID go together: set both or neither")
+
+
+def push_to_hub(settings: Settings, name: str, api: HubApi | None = None) -> list[HubPush]:
+    """With a Hub token and repo: push every local version of `name` the Hub repo lacks. Otherwise nothing."""
+    check_hub_settings(settings)
+    if settings.hub_token is None or settings.hub_repo_id is None:
+        return []
+    folder = release_folder(settings, name)
+    api = api or hub_api(settings.hub_token.get_secret_value())
+    worktrees = worktrees_folder(settings, name)
+    return sync_versions(api, settings.hub_repo_id, versions(folder), lambda v: version_path(folder, v, worktrees))
+
+
+def run_publish(params: PublishParams, settings: Settings, hub: HubApi | None = None) -> ReleaseSummary:
+    """Validate, write and tag; record the release and the publish ledger; push to the Hub when configured.
+
+    Plain function, no Prefect needed. `hub` replaces the Hub client (tests: no Hub can run here).
+    """
+    check_hub_settings(settings)  # before any work: a half-configured Hub is a one-line error
     catalog = Catalog(settings.resolved_catalog_url)
     try:
         folder = release_folder(settings, params.name)
@@ -53,6 +85,9 @@ def run_publish(params: PublishParams, settings: Settings) -> ReleaseSummary:
             version=params.version,
             max_shard_bytes=params.max_shard_mb << 20,
             docs_dir=docs_folder(settings, params.name),
+            bounds=distribution_bounds(settings),
+            provenance=load_provenance(settings.workspace / "provenance.yaml"),
+            hub_repo_id=settings.hub_repo_id,
         )
         ledger = [
             (key, Outcome.out if reason is None else Outcome.quarantined, reason, f"{params.name}@{summary.version}")
@@ -66,6 +101,7 @@ def run_publish(params: PublishParams, settings: Settings) -> ReleaseSummary:
             path=str(folder),
             ledger=ledger,
         )
+        summary.hub = push_to_hub(settings, params.name, hub)
         return summary
     finally:
         catalog.close()
@@ -84,6 +120,8 @@ def release_markdown(name: str, summary: ReleaseSummary, docs: Path) -> str:
         "",
         f"validation: {summary.validation.summary() if summary.validation else 'not run'}; "
         f"Data Docs: {docs / 'index.html'}",
+        "",
+        "Hub: " + (", ".join(f"{p.repo_id}@{p.version}" for p in summary.hub) or "nothing pushed"),
     ]
     return "\n".join(lines)
 

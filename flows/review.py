@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import random
-from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +30,7 @@ from annotation.rationale_review import (
 )
 from flows.catalog import Catalog
 from flows.labelstudio_access import admin_client, load_assignment, reader_client
+from flows.review_report import acceptance, acceptance_markdown
 from flows.settings import Settings, load_settings
 from schemas.frames import model_size
 
@@ -125,43 +125,6 @@ def simulate_reviewer(settings: Settings, catalog: Catalog, *, accept_rate: floa
             client.create_annotation(int(ls_task["id"]), review_result(verdict, reason), lead_time=5.0)
             posted += 1
     return posted
-
-
-def acceptance(catalog: Catalog) -> dict[str, dict[str, Any]]:
-    """Per organ and tone: sampled, reviewed, accepted, rejected (by reason) and the acceptance rate."""
-    table: dict[str, dict[str, Any]] = defaultdict(
-        lambda: {"sampled": 0, "reviewed": 0, "accepted": 0, "rejected": 0, "reasons": {}}
-    )
-    for row in catalog.reviews():
-        entry = table[f"{row['organ']}/{'definitive' if row['confidence'] else 'cautious'}"]
-        entry["sampled"] += 1
-        if row["verdict"] is None:
-            continue
-        entry["reviewed"] += 1
-        if row["verdict"] == "accept":
-            entry["accepted"] += 1
-        else:
-            entry["rejected"] += 1
-            entry["reasons"][row["reason"]] = entry["reasons"].get(row["reason"], 0) + 1
-    for entry in table.values():
-        entry["acceptance_rate"] = round(entry["accepted"] / entry["reviewed"], 3) if entry["reviewed"] else None
-    return dict(sorted(table.items()))
-
-
-def acceptance_markdown(table: dict[str, dict[str, Any]]) -> str:
-    lines = [
-        "# Expert review of teacher rationales",
-        "",
-        "| organ / tone | sampled | reviewed | accepted | rejected | acceptance | rejection reasons |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for stratum, e in table.items():
-        rate = "—" if e["acceptance_rate"] is None else f"{e['acceptance_rate']:.0%}"
-        reasons = ", ".join(f"{r} {n}" for r, n in sorted(e["reasons"].items())) or "—"
-        lines.append(
-            f"| {stratum} | {e['sampled']} | {e['reviewed']} | {e['accepted']} | {e['rejected']} | {rate} | {reasons} |"
-        )
-    return "\n".join(lines)
 
 
 @task

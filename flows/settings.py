@@ -50,8 +50,16 @@ class Settings(BaseSettings):
     min_pixels: int = Field(default=DEFAULT_MIN_PIXELS, gt=0, description="model-frame pixel floor (dataset version)")
     max_pixels: int = Field(default=DEFAULT_MAX_PIXELS, gt=0, description="model-frame pixel cap (dataset version)")
     crop_padding: float = Field(default=0.0, ge=0.0, le=1.0, description="zoom crop padding, fraction of the box")
-    hub_token: SecretStr | None = None
-    hub_repo_id: str | None = None
+    hub_token: SecretStr | None = Field(default=None, description="with hub_repo_id: releases are pushed to the Hub")
+    hub_repo_id: str | None = Field(default=None, description="Hub dataset repo, e.g. org/us-vqa")
+    release_c0_share_min: float = Field(default=0.02, ge=0.0, le=1.0, description="release gate: c = 0 share per organ")
+    release_c0_share_max: float = Field(default=0.8, ge=0.0, le=1.0, description="release gate: c = 0 share per organ")
+    release_label_share_max: float = Field(
+        default=0.95, gt=0.0, le=1.0, description="release gate: one label's share of an organ × attribute"
+    )
+    release_distribution_min_rows: int = Field(
+        default=20, ge=1, description="release gate: smaller organ / attribute groups are not judged"
+    )
     patient_key_salt: SecretStr | None = Field(
         default=None, description="salt for patient keys; default: a random one kept in the workspace"
     )

@@ -1,43 +1,41 @@
 """Write a release: rows → parquet shards → validation → card → a tagged commit.
 
-The card here is the data's first description (configs, features, counts, generator, frame
-settings); it holds nothing that changes between identical releases (no dates), so re-publishing
-unchanged data leaves the folder unchanged and creates no tag.
+The card (`flows.release.card`) holds nothing that changes between identical releases (no dates),
+so re-publishing unchanged data leaves the folder unchanged and creates no tag.
 """
 
 from __future__ import annotations
 
-from collections import Counter
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from datasets import DatasetInfo
-from datasets.info import DatasetInfosDict
-from datasets.utils.metadata import MetadataConfigs
-from huggingface_hub import DatasetCardData
-
 from flows.catalog import Catalog
 from flows.image_store import ImageStore
+from flows.release.card import ASSETS, CardContext, CardFacts, card_text, load_provenance
+from flows.release.hub import HubPush
 from flows.release.repository import commit_release, discard_uncommitted, ensure_repository
 from flows.release.rows import FrameSettings, RowOutcome, iter_rows
-from flows.release.shards import DEFAULT_SHARD_BYTES, FEATURES, write_shards
-from flows.release.validation import ValidationReport, add_split_facts, row_facts, validate_rows
-from schemas.crop import CROP_VERSION
+from flows.release.shards import DEFAULT_SHARD_BYTES, write_shards
+from flows.release.validation import (
+    DistributionBounds,
+    ValidationReport,
+    add_distribution_facts,
+    add_split_facts,
+    row_facts,
+    validate_rows,
+)
+from flows.review_report import acceptance
 from schemas.records import Sample
-from schemas.trajectory import TRAJECTORY_VERSION
 
 
 @dataclass
-class ReleaseSummary:
+class ReleaseSummary(CardFacts):
     version: str = ""
     created: bool = False
-    rows: int = 0
-    skipped: Counter[str] = field(default_factory=Counter)
-    counts: dict[tuple[str, str], int] = field(default_factory=dict)
-    labels: Counter[tuple[str, str, str, int]] = field(default_factory=Counter)  # organ, attribute, label, c
-    generators: Counter[str] = field(default_factory=Counter)
     validation: ValidationReport | None = None
+    hub: list[HubPush] = field(default_factory=list)  # versions pushed to the Hub by this run
     outcomes: list[tuple[str, str | None]] = field(default_factory=list)  # record id, reason it is not a row
 
 
@@ -60,46 +58,60 @@ def _samples(outcomes: Iterator[RowOutcome], summary: ReleaseSummary, facts: lis
         summary.rows += 1
         summary.labels[(sample.organ, sample.attribute, sample.label, sample.confidence)] += 1
         summary.generators[sample.generator] += 1
+        summary.sources[sample.source] += 1
         yield sample
 
 
-def card_text(name: str, summary: ReleaseSummary, frames: FrameSettings) -> str:
-    """README.md: YAML front matter (configs `all` + one per organ, features) and the counts."""
+def card_context(
+    catalog: Catalog,
+    folder: Path,
+    summary: ReleaseSummary,
+    frames: FrameSettings,
+    *,
+    name: str,
+    provenance: dict[str, dict[str, str | None]] | None = None,
+    hub_repo_id: str | None = None,
+) -> CardContext:
+    """Plots into `folder/assets` (labels per organ; reader agreement from the catalog) and expert acceptance."""
+    from annotation.agreement import (  # matplotlib: only a release pays for it
+        plot_confusion,
+        plot_iou_histogram,
+        plot_label_distribution,
+        statistics_markdown,
+    )
+    from flows.agreement_report import organ_statistics
+
+    assets = folder / ASSETS
+    shutil.rmtree(assets, ignore_errors=True)
+    assets.mkdir(parents=True)
     organs = sorted({organ for organ, _ in summary.counts})
-    splits = sorted({split for _, split in summary.counts})
-    configs = {
-        "all": {"data_files": [{"split": s, "path": f"data/*/{s}-*"} for s in splits], "default": True},
-    }
+    plots: dict[str, list[Path]] = {}
+    everything = []
     for organ in organs:
-        files = [{"split": split, "path": f"data/{organ}/{split}-*"} for (o, split) in summary.counts if o == organ]
-        configs[organ] = {"data_files": files}
-    card = DatasetCardData(pretty_name=name, license="other", task_categories=["visual-question-answering"])
-    DatasetInfosDict({"all": DatasetInfo(config_name="all", features=FEATURES)}).to_dataset_card_data(card)
-    MetadataConfigs(configs).to_dataset_card_data(card)
-    lines = [
-        "---",
-        card.to_yaml(),
-        "---",
-        "",
-        f"# {name}",
-        "",
-        "Zoom-then-Diagnose ultrasound VQA rows made by lookcloser (teacher rationales, consensus labels and c).",
-        "",
-        "| organ | split | rows |",
-        "|---|---|---|",
-        *(f"| {organ} | {split} | {n} |" for (organ, split), n in sorted(summary.counts.items())),
-        "",
-        "| organ | attribute | label | c | rows |",
-        "|---|---|---|---|---|",
-        *(f"| {o} | {a} | {lab} | {c} | {n} |" for (o, a, lab, c), n in sorted(summary.labels.items())),
-        "",
-        "Generators: " + ", ".join(f"`{g}` ({n})" for g, n in sorted(summary.generators.items())),
-        "",
-        f"Frame: min_pixels {frames.min_pixels}, max_pixels {frames.max_pixels}, crop padding "
-        f"{frames.crop_padding}, {CROP_VERSION}, {TRAJECTORY_VERSION}.",
-        "",
-    ]
-    return "\n".join(lines)
+        counts = {
+            (attribute, label): (
+                summary.labels[(organ, attribute, label, 1)],
+                summary.labels[(organ, attribute, label, 0)],
+            )
+            for (o, attribute, label, _) in summary.labels
+            if o == organ
+        }
+        plots[organ] = [plot_label_distribution(organ, counts, assets / f"labels-{organ}.png")]
+        stats, ious = organ_statistics(catalog, organ)
+        everything += stats
+        plots[organ] += [plot_confusion(s, assets / f"confusion-{organ}-{s.attribute}.png") for s in stats]
+        if ious:
+            plots[organ].append(plot_iou_histogram(organ, ious, assets / f"box-iou-{organ}.png"))
+    table = {stratum: e for stratum, e in acceptance(catalog).items() if stratum.split("/")[0] in organs}
+    return CardContext(
+        name=name,
+        frames=frames,
+        agreement_markdown=statistics_markdown(everything) if everything else "",
+        plots={organ: tuple(str(p.relative_to(folder)) for p in paths) for organ, paths in plots.items()},
+        acceptance=table,
+        provenance=provenance if provenance is not None else load_provenance(),
+        hub_repo_id=hub_repo_id,
+    )
 
 
 def publish_release(
@@ -112,6 +124,9 @@ def publish_release(
     version: str | None = None,
     max_shard_bytes: int = DEFAULT_SHARD_BYTES,
     docs_dir: Path | None = None,
+    bounds: DistributionBounds | None = None,
+    provenance: dict[str, dict[str, str | None]] | None = None,
+    hub_repo_id: str | None = None,
 ) -> ReleaseSummary:
     """Write the catalog's rows into `folder`, validate them, and tag them; an unchanged release keeps its tag.
 
@@ -125,11 +140,14 @@ def publish_release(
         max_shard_bytes=max_shard_bytes,
     )
     add_split_facts(facts)
-    report = validate_rows(facts, docs_dir=docs_dir)
+    bounds = bounds or DistributionBounds()
+    add_distribution_facts(facts, bounds)
+    report = validate_rows(facts, docs_dir=docs_dir, bounds=bounds)
     summary.validation = report
     if not report.success:
         discard_uncommitted(folder)
         raise ReleaseBlockedError(report)
-    (folder / "README.md").write_text(card_text(name, summary, frames))
+    context = card_context(catalog, folder, summary, frames, name=name, provenance=provenance, hub_repo_id=hub_repo_id)
+    (folder / "README.md").write_text(card_text(summary, context, report))
     summary.version, summary.created = commit_release(folder, version, f"{name}: {summary.rows} rows")
     return summary

@@ -31,11 +31,26 @@ DEFAULT_PROMPT = "teacher-v1"  # for a generator string that does not name its p
 TEST_ONLY_ORGANS = ("thyroid",)  # the paper's cross-domain setting
 
 
+@dataclass(frozen=True)
+class DistributionBounds:
+    """Configured bounds on a release's label mix (Settings `release_*`): a collapsed teacher or a broken
+    consensus shows up as an organ with almost no (or only) c = 0, or one label taking a whole attribute.
+    Groups smaller than `min_rows` are not judged: a handful of rows has no meaningful share."""
+
+    c0_share_min: float = 0.02
+    c0_share_max: float = 0.8
+    label_share_max: float = 0.95
+    min_rows: int = 20
+
+
 @dataclass
 class ValidationReport:
     success: bool
     failures: list[dict[str, Any]] = field(default_factory=list)  # expectation, column, rows (ids)
     docs_index: Path | None = None
+    suite: str = DEFAULT_SUITE
+    expectations: int = 0
+    rows: int = 0
 
     def summary(self) -> str:
         if self.success:
@@ -132,6 +147,45 @@ def add_split_facts(rows: list[dict[str, Any]]) -> None:
         row["check_split_allowed_for_organ"] = not cross_domain or row["split"] == "test"
 
 
+def _share(part: int, whole: int, min_rows: int) -> float | None:
+    return round(part / whole, 4) if whole >= min_rows else None
+
+
+def add_distribution_facts(rows: list[dict[str, Any]], bounds: DistributionBounds) -> None:
+    """Facts across rows: the share of c = 0 in the row's organ, the share of its label in its organ × attribute.
+
+    None (not judged) where the organ or the organ × attribute has fewer than `bounds.min_rows` rows.
+    """
+    by_organ: dict[str, list[int]] = defaultdict(list)
+    by_attribute: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for row in rows:
+        by_organ[row["organ"]].append(row["confidence"])
+        by_attribute[(row["organ"], row["attribute"])].append(row["label"])
+    for row in rows:
+        confidences = by_organ[row["organ"]]
+        labels = by_attribute[(row["organ"], row["attribute"])]
+        row["organ_c0_share"] = (
+            round(confidences.count(0) / len(confidences), 4) if len(confidences) >= bounds.min_rows else None
+        )
+        row["label_share"] = (
+            round(labels.count(row["label"]) / len(labels), 4) if len(labels) >= bounds.min_rows else None
+        )
+
+
+def distribution_expectations(bounds: DistributionBounds) -> list[dict[str, Any]]:
+    """The suite's configured part: the bounds come from settings, not from the suite file."""
+    return [
+        {
+            "type": "expect_column_values_to_be_between",
+            "kwargs": {"column": "organ_c0_share", "min_value": bounds.c0_share_min, "max_value": bounds.c0_share_max},
+        },
+        {
+            "type": "expect_column_values_to_be_between",
+            "kwargs": {"column": "label_share", "min_value": 0.0, "max_value": bounds.label_share_max},
+        },
+    ]
+
+
 # ------------------------------------------------------------------------------------------ the suite
 def _expectation_class(type_name: str) -> type:
     import great_expectations.expectations as gxe  # 2-3 s to import: only when validating
@@ -140,9 +194,17 @@ def _expectation_class(type_name: str) -> type:
 
 
 def validate_rows(
-    rows: list[dict[str, Any]], *, docs_dir: Path | None = None, suite: str = DEFAULT_SUITE
+    rows: list[dict[str, Any]],
+    *,
+    docs_dir: Path | None = None,
+    suite: str = DEFAULT_SUITE,
+    bounds: DistributionBounds | None = None,
 ) -> ValidationReport:
-    """Run the suite on the metadata rows; failures name the rows by id; Data Docs into `docs_dir`."""
+    """Run the suite on the metadata rows; failures name the rows by id; Data Docs into `docs_dir`.
+
+    With `bounds`, the rows need their distribution facts (`add_distribution_facts`) and the suite gets the
+    two distribution expectations.
+    """
     import great_expectations as gx
     import pandas as pd
     from great_expectations.checkpoint import UpdateDataDocsAction
@@ -158,7 +220,8 @@ def validate_rows(
         .add_batch_definition_whole_dataframe("whole")
     )
     expectations = context.suites.add(gx.ExpectationSuite(name=spec["version"]))
-    for item in spec["expectations"]:
+    items = spec["expectations"] + (distribution_expectations(bounds) if bounds else [])
+    for item in items:
         expectations.add_expectation(_expectation_class(item["type"])(**item["kwargs"]))
     definition = context.validation_definitions.add(
         gx.ValidationDefinition(name=f"{spec['version']}-rows", data=batch, suite=expectations)
@@ -197,4 +260,11 @@ def validate_rows(
                 }
             )
     index = docs_dir / "index.html" if docs_dir is not None and (docs_dir / "index.html").exists() else None
-    return ValidationReport(success=result.success, failures=failures, docs_index=index)
+    return ValidationReport(
+        success=result.success,
+        failures=failures,
+        docs_index=index,
+        suite=spec["version"],
+        expectations=len(items),
+        rows=len(rows),
+    )
