@@ -3,7 +3,8 @@
 # skips the build when the pins have not changed. Label Studio's server gets its own virtualenv,
 # cached outside the clone in $LOOKCLOSER_CACHE (default ~/.cache/lookcloser), keyed by the hash of
 # annotation/labelstudio-requirements.txt: built from nothing when missing (about 3 minutes). The
-# tests' vLLM-CPU server (tiny random Qwen2.5-VL) gets its own one the same way: scripts/ensure-vllm.sh.
+# tests' vLLM-CPU server (tiny random Qwen2.5-VL) gets its own one the same way: scripts/ensure-vllm.sh,
+# and so does the training job (torch CPU, transformers, TRL, PEFT): scripts/ensure-train.sh.
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
@@ -21,6 +22,7 @@ test: $(STAMP)
 	scripts/ensure-postgres.sh
 	scripts/ensure-labelstudio.sh
 	scripts/ensure-vllm.sh
+	scripts/ensure-train.sh
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/python -m pytest -m "not gpu" $(PYTEST_ARGS)

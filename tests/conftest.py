@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import glob
 import os
 import shutil
@@ -22,6 +23,9 @@ os.environ.setdefault("PREFECT_LOGGING_TO_API_ENABLED", "false")  # the harness 
 from flows.prefect_env import configure_prefect_environment  # noqa: E402
 
 configure_prefect_environment(Path(_PREFECT_HOME))
+atexit.register(shutil.rmtree, _PREFECT_HOME, ignore_errors=True)  # one throw-away home per test process
+
+pytest_plugins = ["tests.release_fixtures"]  # the `published` release fixture, shared by the release tests
 
 
 def _free_port() -> int:
@@ -122,12 +126,30 @@ def vllm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         server.stop()
 
 
+@pytest.fixture(scope="session")
+def training_env(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """The training job's own venv (torch CPU, transformers, TRL, PEFT) and a tiny random Qwen2.5-VL built in it.
+
+    Fails, never skips, when the venv cannot be built: CI builds it from nothing, so a skip would hide a break.
+    """
+    from tests.training_env import TrainingEnvError, build_training_env
+
+    try:
+        return build_training_env(tmp_path_factory.mktemp("training"))
+    except TrainingEnvError as error:
+        raise pytest.fail.Exception(str(error), pytrace=False) from None
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """A test that uses the vLLM server is a `vllm` (and `integration`) test, so `-m "not vllm"` leaves it out."""
+    """A test that uses the vLLM server is a `vllm` (and `integration`) test, so `-m "not vllm"` leaves it out;
+    one that uses the training environment is a `train` test."""
     for item in items:
-        if "vllm_server" in getattr(item, "fixturenames", ()):
+        fixtures = getattr(item, "fixturenames", ())
+        if "vllm_server" in fixtures:
             item.add_marker(pytest.mark.vllm)
             item.add_marker(pytest.mark.integration)
+        if "training_env" in fixtures:
+            item.add_marker(pytest.mark.train)
 
 
 @pytest.fixture

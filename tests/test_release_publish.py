@@ -10,31 +10,11 @@ from flows.catalog import Catalog
 from flows.image_store import ImageStore
 from flows.release.publish import ReleaseBlockedError, publish_release
 from flows.release.repository import ReleaseError, version_path, versions
-from flows.release.rows import FrameSettings
 from flows.settings import load_settings
 from flows.synthesize import SynthesizeParams, run_synthesis
 from schemas.crop import crop
+from tests.release_fixtures import FRAMES, load
 from tests.teacher_fixtures import phantom_consensus
-
-FRAMES = FrameSettings(min_pixels=56 * 56, max_pixels=256 * 256, crop_padding=0.0)
-
-
-@pytest.fixture
-def published(workspace):
-    settings = load_settings()
-    catalog = Catalog(settings.resolved_catalog_url)
-    store = ImageStore(settings.resolved_image_store_url)
-    records = phantom_consensus(catalog, store, workspace / "src", count=9)
-    run_synthesis(SynthesizeParams(progress=False), settings)
-    folder = workspace / "releases" / "us-vqa"
-    first = publish_release(catalog, store, folder, "us-vqa", FRAMES, max_shard_bytes=200_000)
-    yield {"catalog": catalog, "store": store, "folder": folder, "first": first, "records": records}
-    catalog.close()
-
-
-def load(folder, version, worktrees, config="all"):
-    path = version_path(folder, version, worktrees)
-    return load_dataset(str(path), config, cache_dir=str(worktrees.parent / "hf-cache"))
 
 
 def test_a_tagged_release_loads_back_equal_to_the_catalog(published, workspace):
