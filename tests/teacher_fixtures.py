@@ -10,7 +10,7 @@ from pathlib import Path
 from flows.catalog import Catalog
 from flows.image_store import ImageStore
 from flows.ingestion import IngestOptions, register_items
-from flows.sources.phantom import phantom_items
+from flows.sources.phantom import PhantomConfig, phantom_items
 from flows.teacher.backends import TemplateBackend
 from flows.teacher.prompting import TeacherRequest, load_prompt_bundle
 from flows.teacher.synthesis import build_request
@@ -18,9 +18,18 @@ from schemas.frames import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS
 from schemas.records import ConfidenceSource, ConsensusRecord
 
 
-def phantom_consensus(catalog: Catalog, store: ImageStore, sources: Path, *, count: int, seed: int = 3) -> int:
+def phantom_consensus(
+    catalog: Catalog,
+    store: ImageStore,
+    sources: Path,
+    *,
+    count: int,
+    seed: int = 3,
+    config: PhantomConfig | None = None,
+) -> int:
     """Ingest `count` phantom images and decide one record per lesion attribute; c = 0 for about a third."""
-    register_items(phantom_items(sources, seed=seed, count=count), catalog, store, b"salt", IngestOptions())
+    items = phantom_items(sources, seed=seed, count=count, config=config or PhantomConfig())
+    register_items(items, catalog, store, b"salt", IngestOptions())
     decisions = []
     for image in catalog.iter_images():
         truth = catalog.source_annotations(image.image_id)[0]
