@@ -1,0 +1,105 @@
+"""A published release as training data: the contract check (before any model is loaded) and the two views.
+
+`check_release` reads only the metadata columns of the parquet shards (no image is decoded) and refuses
+a release whose columns do not match the contract or whose model frame differs from the recipe's
+processor settings: `smart_resize(orig_size, min_pixels, max_pixels)` must give every row's
+`model_size`, otherwise the boxes the model learns would be in another frame than the one it sees.
+
+SFT trains on the rows as published (TRL's conversational `messages` + `images: [full, crop]`). GRPO
+gets the prompt part (system + question with the full image) and the columns the rewards need; the
+crop is made during the rollout by the zoom tool.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+
+from schemas.frames import model_size
+from schemas.vocabulary import load_vocabulary
+
+REQUIRED_COLUMNS = (
+    "id",
+    "organ",
+    "attribute",
+    "label",
+    "confidence",
+    "images",
+    "messages",
+    "bbox",
+    "orig_size",
+    "model_size",
+    "split",
+)
+METADATA_COLUMNS = ["id", "orig_size", "model_size", "split"]
+
+
+class DatasetContractError(ValueError):
+    """The release cannot be trained on as configured; the message names the problem."""
+
+
+@dataclass(frozen=True)
+class ReleaseFacts:
+    rows: dict[str, int]  # split → rows
+    shards: int
+
+
+def shard_paths(release: Path, config: str) -> list[Path]:
+    pattern = "data/*/*.parquet" if config == "all" else f"data/{config}/*.parquet"
+    return sorted(release.glob(pattern))
+
+
+def check_release(release: Path, *, config: str, min_pixels: int, max_pixels: int) -> ReleaseFacts:
+    """Columns and model frame of every row, from the parquet metadata columns only."""
+    if not (release / "README.md").is_file() or not (release / "data").is_dir():
+        raise DatasetContractError(f"{release} is not a release folder (no README.md and data/)")
+    shards = shard_paths(release, config)
+    if not shards:
+        raise DatasetContractError(f"release {release.name} has no rows for config {config!r}")
+    rows: dict[str, int] = {}
+    for shard in shards:
+        columns = set(pq.read_schema(shard).names)
+        if missing := [c for c in REQUIRED_COLUMNS if c not in columns]:
+            raise DatasetContractError(f"{shard.name} lacks the columns {', '.join(missing)}")
+        table = pq.read_table(shard, columns=METADATA_COLUMNS).to_pylist()
+        for row in table:
+            width, height = row["orig_size"]
+            expected = list(model_size(width, height, min_pixels, max_pixels))
+            if expected != list(row["model_size"]):
+                raise DatasetContractError(
+                    f"row {row['id']} is in a {row['model_size'][0]}×{row['model_size'][1]} frame, but the recipe's "
+                    f"processor (min_pixels {min_pixels}, max_pixels {max_pixels}) would show it as "
+                    f"{expected[0]}×{expected[1]}: publish with the same settings or change the recipe"
+                )
+            rows[row["split"]] = rows.get(row["split"], 0) + 1
+    return ReleaseFacts(rows=rows, shards=len(shards))
+
+
+def load_split(release: Path, *, config: str, split: str, max_rows: int | None = None) -> Any:
+    from datasets import load_dataset
+
+    dataset = load_dataset(str(release), config, split=split)
+    return dataset.select(range(min(max_rows, len(dataset)))) if max_rows else dataset
+
+
+def answer_key(organ: str, attribute: str) -> str:
+    return load_vocabulary(organ).attribute(attribute).answer_key
+
+
+def to_grpo_row(row: dict[str, Any]) -> dict[str, Any]:
+    """The prompt (system + question with the full image), the full image, and what the rewards need."""
+    return {
+        "prompt": row["messages"][:2],
+        "images": row["images"][:1],
+        "gt_bbox_2d": row["bbox"],
+        "label": row["label"],
+        "confidence": row["confidence"],
+        "answer_key": answer_key(row["organ"], row["attribute"]),
+    }
+
+
+def grpo_dataset(dataset: Any) -> Any:
+    return dataset.map(to_grpo_row, remove_columns=dataset.column_names)
