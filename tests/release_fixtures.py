@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from datasets import load_dataset
 
@@ -10,7 +12,7 @@ from flows.image_store import ImageStore
 from flows.release.publish import publish_release
 from flows.release.repository import version_path
 from flows.release.rows import FrameSettings
-from flows.settings import load_settings
+from flows.settings import Settings, load_settings
 from flows.synthesize import SynthesizeParams, run_synthesis
 from tests.teacher_fixtures import phantom_consensus
 
@@ -33,3 +35,24 @@ def published(workspace):
 def load(folder, version, worktrees, config="all"):
     path = version_path(folder, version, worktrees)
     return load_dataset(str(path), config, cache_dir=str(worktrees.parent / "hf-cache"))
+
+
+def publish_small_release(root: Path, *, count: int = 6) -> Path:
+    """A phantom release with a small model frame (fast on CPU), tagged v1.0.0; returns the v1.0.0 folder."""
+    settings = Settings(workspace=root)
+    catalog = Catalog(settings.resolved_catalog_url)
+    try:
+        store = ImageStore(settings.resolved_image_store_url)
+        phantom_consensus(catalog, store, root / "src", count=count)
+        run_synthesis(SynthesizeParams(progress=False), settings)
+        folder = root / "releases" / "small"
+        publish_release(catalog, store, folder, "small", FRAMES, provenance=None)
+        return version_path(folder, "v1.0.0", root / "releases" / "small.versions")
+    finally:
+        catalog.close()
+
+
+@pytest.fixture(scope="session")
+def small_release(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One small published release per session, for the training tests (read-only: copy before changing it)."""
+    return publish_small_release(tmp_path_factory.mktemp("small-release"))
