@@ -527,11 +527,30 @@ def dataset_export(
 @app.command()
 def train(
     dataset: Annotated[str, typer.Option(help="dataset name")],
-    version: Annotated[str, typer.Option(help="dataset version")],
-    recipe: Annotated[str, typer.Option(help="recipe YAML")],
+    version: Annotated[str, typer.Option(help="dataset version, e.g. v1.0.0")],
+    recipe: Annotated[
+        str, typer.Option(help="recipe name: training/recipes/<model>/<sft|grpo>/<recipe>.yaml")
+    ] = "tiny-cpu",
+    stage: Annotated[list[str] | None, typer.Option(help="sft and/or grpo (default: both, in order)")] = None,
+    accelerate_config: Annotated[str | None, typer.Option(help="accelerate config file (multi-GPU)")] = None,
 ) -> None:
-    """Launch the bundled SFT / GRPO job on a dataset version."""
-    _not_built("train", "issue 8, training")
+    """Launch the bundled SFT then GRPO job on a dataset version (adapters and run records in the workspace)."""
+    _prepare_prefect()
+    from flows.release.repository import ReleaseError
+    from flows.train import TrainError, TrainParams, train_flow
+
+    params = _params(
+        TrainParams, dataset=dataset, version=version, recipe=recipe, stages=stage, accelerate_config=accelerate_config
+    )
+    try:
+        outputs = train_flow(params)
+    except ReleaseError as err:
+        raise ConfigError(str(err)) from None
+    except TrainError as err:
+        console.print(f"[bold red]training failed[/]: {err}")
+        raise typer.Exit(EXIT_ERROR) from None
+    for name, folder in outputs.items():
+        console.print(f"{name:5s} {folder}  (adapter, run.json, job.log)")
 
 
 @app.command()

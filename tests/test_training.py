@@ -134,3 +134,50 @@ def test_a_release_without_the_contract_columns_is_refused(small_release, tmp_pa
         check_release(tmp_path, config="all", min_pixels=3136, max_pixels=65536)
     with pytest.raises(DatasetContractError, match="no rows for config 'kidney'"):
         check_release(small_release, config="kidney", min_pixels=3136, max_pixels=65536)
+
+
+# ------------------------------------------------------------------------------------------ the job
+def test_lookcloser_train_runs_sft_then_grpo_on_a_published_version(workspace, prefect_api, training_env, capsys):
+    from flows.catalog import Catalog
+    from flows.cli import main
+    from flows.image_store import ImageStore
+    from flows.settings import load_settings
+    from tests.teacher_fixtures import phantom_consensus
+
+    settings = load_settings()
+    catalog = Catalog(settings.resolved_catalog_url)
+    phantom_consensus(catalog, ImageStore(settings.resolved_image_store_url), workspace / "src", count=6)
+    catalog.close()
+    assert main(["synthesize"]) == 0 and main(["publish", "us"]) == 0
+    capsys.readouterr()
+    assert main(["train", "--dataset", "us", "--version", "v1.0.0", "--recipe", "tiny-cpu"]) == 0
+    run = workspace / "training" / "us" / "v1.0.0" / "tiny-cpu"
+    for stage, steps in (("sft", 3), ("grpo", 2)):
+        assert (run / stage / "adapter_model.safetensors").is_file(), stage
+        record = json.loads((run / stage / "run.json").read_text())
+        assert (record["stage"], record["steps"]) == (stage, steps)
+        assert record["dataset"]["name"] == "us" and record["dataset"]["version"] == "v1.0.0"
+        assert record["recipe"].endswith(f"{stage}/tiny-cpu.yaml") and len(record["git_revision"]) >= 40
+    grpo = json.loads((run / "grpo" / "run.json").read_text())
+    assert grpo["arguments"]["sft_adapter"] == str(run / "sft")  # GRPO starts from the SFT adapter
+    assert "rewards/r_group/mean" in grpo["log_history"][0]
+    log = (run / "sft" / "job.log").stat().st_mtime
+    assert main(["train", "--dataset", "us", "--version", "v1.0.0", "--recipe", "tiny-cpu"]) == 0  # finished: skipped
+    assert (run / "sft" / "job.log").stat().st_mtime == log
+
+
+def test_lookcloser_train_refuses_bad_input_before_loading_a_model(workspace, prefect_api, small_release, capsys):
+    import shutil as sh
+
+    from flows.cli import main
+
+    assert main(["train", "--dataset", "nothing", "--version", "v1.0.0"]) == 2
+    assert "has no version v1.0.0" in capsys.readouterr().err
+    release = workspace / "releases" / "small"
+    sh.copytree(small_release.parents[1] / "small", release)  # the git repository of the small release
+    assert main(["train", "--dataset", "small", "--version", "v1.0.0", "--recipe", "nope"]) == 2
+    assert "no sft recipe named 'nope'" in capsys.readouterr().err
+    assert main(["train", "--dataset", "small", "--version", "v1.0.0", "--recipe", "tiny-cpu"]) == 2
+    err = capsys.readouterr().err
+    assert "sft recipe tiny-cpu.yaml: row" in err and "max_pixels 12845056" in err
+    assert not (workspace / "training").exists()
