@@ -141,6 +141,10 @@ def demo(
         released = publish_flow(PublishParams(name=DEMO_DATASET))
         state = "tagged" if released.created else "unchanged, no new tag"
         console.print(f"{DEMO_DATASET}@{released.version} ({state}): {released.rows} rows passed the release gate")
+        console.rule("[bold]lookcloser demo: SFT then GRPO (tiny random Qwen2.5-VL, CPU)")
+        from flows.train import TrainParams, train_flow
+
+        trained = train_flow(TrainParams(dataset=DEMO_DATASET, version=released.version, recipe="tiny-cpu"))
     _print_status(_open_catalog(settings).status())
     console.rule("[bold]where to look")
     console.print(f"workspace         {settings.workspace.resolve()}")
@@ -171,7 +175,9 @@ def demo(
         )
         console.print(f"data docs         {docs_folder(settings, DEMO_DATASET) / 'index.html'}")
         console.print(f"load a version    lookcloser dataset path {DEMO_DATASET} --version v1.0.0  (then load_dataset)")
-    console.print("next stages (training, evaluation) arrive with their issues.")
+        for stage, folder in trained.items():
+            console.print(f"{stage + ' adapter':17} {folder}  (run.json, job.log)")
+    console.print("next stage (evaluation) arrives with its issue.")
 
 
 @app.command()

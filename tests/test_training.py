@@ -181,3 +181,21 @@ def test_lookcloser_train_refuses_bad_input_before_loading_a_model(workspace, pr
     err = capsys.readouterr().err
     assert "sft recipe tiny-cpu.yaml: row" in err and "max_pixels 12845056" in err
     assert not (workspace / "training").exists()
+
+
+def test_the_gpu_deployment_points_at_the_train_flow_with_valid_parameters():
+    import importlib
+
+    import yaml as yml
+
+    from flows.train import TrainParams, recipe_files
+
+    spec = yml.safe_load((Path(__file__).resolve().parents[1] / "prefect.yaml").read_text())
+    train = next(d for d in spec["deployments"] if d["name"] == "train")
+    path, name = train["entrypoint"].split(":")
+    module = path.removesuffix(".py").replace("/", ".")
+    assert getattr(importlib.import_module(module), name).name == "train"
+    params = TrainParams(**train["parameters"]["params"])
+    assert set(recipe_files(params.recipe, params.stages)) == {"sft", "grpo"}  # the paper recipes exist
+    assert (Path(__file__).resolve().parents[1] / params.accelerate_config).is_file()
+    assert train["work_pool"]["name"] == "gpu"
