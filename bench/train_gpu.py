@@ -134,10 +134,8 @@ def main() -> None:
     total = sum(p.numel() for p in model.parameters())
     print(f"device {torch.cuda.get_device_name() if device == 'cuda' else 'cpu'}; model built in {built:.1f} s")
     print(f"parameters {total / 1e9:.2f} B, trainable (LoRA) {trainable / 1e6:.1f} M")
-    step_s, per_batch = statistics.median(times), statistics.mean(tokens)
-    print(
-        f"SFT: batch {args.batch}, {per_batch:.0f} tokens/batch, step {step_s:.2f} s, {sum(tokens) / sum(times):.0f} tokens/s"
-    )
+    step_s, per_batch, rate = statistics.median(times), statistics.mean(tokens), sum(tokens) / sum(times)
+    print(f"SFT: batch {args.batch}, {per_batch:.0f} tokens/batch, step {step_s:.2f} s, {rate:.0f} tokens/s")
     print(f"rollout generation: {generated} tokens in {gen_s:.2f} s, {generated / gen_s:.0f} tokens/s")
     if device == "cuda":
         print(f"peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB")
