@@ -336,15 +336,16 @@ def pull(organ: Annotated[str | None, typer.Option(help="only this organ")] = No
         )
 
 
-def _params(model: type, **values: Any) -> Any:
+def _params(params_class: type, /, **values: Any) -> Any:
     """A flow's parameter model from CLI values; a bad value is a one-line misconfiguration."""
     from pydantic import ValidationError
 
     try:
-        return model(**{k: v for k, v in values.items() if v is not None})
+        return params_class(**{k: v for k, v in values.items() if v is not None})
     except ValidationError as err:
         first = err.errors()[0]
-        raise ConfigError(f"invalid --{first['loc'][0]}: {first['msg']}") from None
+        where = f"--{str(first['loc'][0]).replace('_', '-')}" if first["loc"] else "options"
+        raise ConfigError(f"invalid {where}: {first['msg']}") from None
 
 
 def _check_labelstudio_access() -> None:
@@ -562,12 +563,40 @@ def train(
 @app.command()
 def evaluate(
     dataset: Annotated[str, typer.Option(help="dataset name")],
-    version: Annotated[str, typer.Option(help="dataset version")],
-    endpoint: Annotated[str | None, typer.Option(help="OpenAI-compatible endpoint")] = None,
-    model: Annotated[str | None, typer.Option(help="local model path")] = None,
+    version: Annotated[str, typer.Option(help="dataset version, e.g. v1.0.0")],
+    split: Annotated[str, typer.Option(help="split to evaluate")] = "test",
+    endpoint: Annotated[str | None, typer.Option(help="OpenAI-compatible endpoint (vLLM), base URL")] = None,
+    served_model: Annotated[str | None, typer.Option(help="model name at the endpoint")] = None,
+    model: Annotated[str | None, typer.Option(help="local checkpoint folder (runs in the training env)")] = None,
+    adapter: Annotated[str | None, typer.Option(help="PEFT adapter folder for --model")] = None,
+    rollouts: Annotated[int | None, typer.Option(help="sampled rollouts per sample (default 8)")] = None,
+    no_tool: Annotated[bool, typer.Option("--no-tool", help="single-turn baseline: no zoom")] = False,
+    max_rows: Annotated[int | None, typer.Option(help="evaluate the first N rows only")] = None,
 ) -> None:
-    """Accuracy and uncertainty-alignment metrics per organ."""
-    _not_built("evaluate", "issue 9, evaluation")
+    """Accuracy and uncertainty-alignment metrics per organ (paper Tables 1 and 2), with plots."""
+    _prepare_prefect()
+    from flows.evaluate import EvaluateParams, evaluate_flow
+    from flows.release.repository import ReleaseError
+
+    params = _params(
+        EvaluateParams,
+        dataset=dataset,
+        version=version,
+        split=split,
+        endpoint=endpoint,
+        served_model=served_model,
+        model=model,
+        adapter=adapter,
+        rollouts=rollouts,
+        tool=not no_tool,
+        max_rows=max_rows,
+    )
+    try:
+        folder = evaluate_flow(params)
+    except ReleaseError as err:
+        raise ConfigError(str(err)) from None
+    console.print((Path(folder) / "report.md").read_text())
+    console.print(f"report, metrics.csv and plots: {folder}")
 
 
 # ------------------------------------------------------------------------------------------ read-only
