@@ -572,6 +572,8 @@ def evaluate(
     rollouts: Annotated[int | None, typer.Option(help="sampled rollouts per sample (default 8)")] = None,
     no_tool: Annotated[bool, typer.Option("--no-tool", help="single-turn baseline: no zoom")] = False,
     max_rows: Annotated[int | None, typer.Option(help="evaluate the first N rows only")] = None,
+    recipe: Annotated[str | None, typer.Option(help="GRPO recipe: its G, T, δ and pixel budget")] = None,
+    max_tokens: Annotated[int | None, typer.Option(help="tokens per reply (default 512)")] = None,
 ) -> None:
     """Accuracy and uncertainty-alignment metrics per organ (paper Tables 1 and 2), with plots."""
     _prepare_prefect()
@@ -590,6 +592,8 @@ def evaluate(
         rollouts=rollouts,
         tool=not no_tool,
         max_rows=max_rows,
+        recipe=recipe,
+        max_tokens=max_tokens,
     )
     try:
         folder = evaluate_flow(params)

@@ -16,6 +16,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+import yaml
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel, Field, model_validator
@@ -23,7 +24,7 @@ from pydantic import BaseModel, Field, model_validator
 from flows.release.folders import release_folder, worktrees_folder
 from flows.release.repository import version_path
 from flows.settings import Settings, SettingsError, load_settings
-from flows.train import REPO, git_revision, training_python
+from flows.train import REPO, git_revision, recipe_files, training_python
 from training.evaluate import (
     OpenAIEndpoint,
     RolloutSettings,
@@ -54,12 +55,30 @@ class EvaluateParams(BaseModel):
     concurrency: int = Field(default=8, ge=1)
     min_pixels: int = 3136
     max_pixels: int = 12845056
+    recipe: str | None = Field(
+        default=None, description="GRPO recipe name: its G, T, δ and pixel budget unless given here"
+    )
 
     @model_validator(mode="after")
     def _one_model(self) -> EvaluateParams:
         if (self.endpoint is None) == (self.model is None):
             raise ValueError("give exactly one of endpoint or model")
         return self
+
+    def with_recipe(self) -> EvaluateParams:
+        """The recipe's sampling and frame settings, for every field not set explicitly."""
+        if self.recipe is None:
+            return self
+        values = yaml.safe_load(recipe_files(self.recipe, ["grpo"])["grpo"].read_text())
+        from_recipe = {
+            "rollouts": values.get("num_generations"),
+            "temperature": values.get("temperature"),
+            "delta": values.get("consistency_threshold"),
+            "min_pixels": values.get("min_pixels"),
+            "max_pixels": values.get("max_pixels"),
+        }
+        update = {k: v for k, v in from_recipe.items() if v is not None and k not in self.model_fields_set}
+        return self.model_copy(update=update)
 
     def rollout_settings(self) -> RolloutSettings:
         return RolloutSettings(
@@ -144,4 +163,5 @@ def report_task(params: EvaluateParams, results_path: str) -> str:
 @flow(name="evaluate")
 def evaluate_flow(params: EvaluateParams) -> str:
     """Rollouts, metrics per organ, report and plots; returns the run folder."""
+    params = params.with_recipe()
     return report_task(params, rollouts_task(params))

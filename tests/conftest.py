@@ -26,6 +26,7 @@ configure_prefect_environment(Path(_PREFECT_HOME))
 atexit.register(shutil.rmtree, _PREFECT_HOME, ignore_errors=True)  # one throw-away home per test process
 
 pytest_plugins = ["tests.release_fixtures"]  # the `published` release fixture, shared by the release tests
+TINY_RECIPES = Path(__file__).resolve().parents[1] / "training" / "recipes" / "tiny-random-qwen2.5-vl"
 
 
 def _free_port() -> int:
@@ -138,6 +139,18 @@ def training_env(tmp_path_factory: pytest.TempPathFactory) -> Any:
         return build_training_env(tmp_path_factory.mktemp("training"))
     except TrainingEnvError as error:
         raise pytest.fail.Exception(str(error), pytrace=False) from None
+
+
+@pytest.fixture(scope="session")
+def format_model(training_env: Any, small_release: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny model overfit on one row until it samples the format, so GRPO's rollouts call the tool."""
+    out = tmp_path_factory.mktemp("overfit") / "model"
+    result = training_env.run(
+        "-m", "training.sft", "--config", str(TINY_RECIPES / "sft" / "overfit-format.yaml"),
+        "--dataset_path", str(small_release), "--output_dir", str(out),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -122,3 +122,22 @@ def test_the_tiny_model_through_vllm_produces_the_report(vllm_server, released, 
     results = [json.loads(line) for line in (folder / "results.jsonl").read_text().splitlines()]
     assert len(results) == 3 and all(len(r["sampled_answers"]) == 4 for r in results)
     assert list(folder.glob("reliability-*.png")) and list(folder.glob("entropy-*.png"))
+
+
+def test_a_local_checkpoint_is_evaluated_in_the_training_environment(
+    workspace, prefect_api, training_env, small_release, format_model
+):
+    import shutil
+
+    from flows.cli import main
+
+    shutil.copytree(small_release.parents[1] / "small", workspace / "releases" / "small")
+    argv = ["evaluate", "--dataset", "small", "--version", "v1.0.0", "--split", "train", "--model", str(format_model)]
+    assert main([*argv, "--max-rows", "1", "--rollouts", "2", "--max-tokens", "256"]) == 0
+    folder = workspace / "evaluations" / "small" / "v1.0.0" / "train" / "model"
+    (result,) = [json.loads(line) for line in (folder / "results.jsonl").read_text().splitlines()]
+    assert result["greedy_box"] is not None  # the model zoomed: the crop went back as its second turn
+    assert len(result["sampled_answers"]) == 2
+    assert (folder / "report.md").is_file() and json.loads((folder / "run.json").read_text())["model"] == str(
+        format_model
+    )

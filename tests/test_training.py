@@ -15,18 +15,6 @@ RECIPES = Path(__file__).resolve().parents[1] / "training" / "recipes" / "tiny-r
 SMALL_FRAME = ["--min_pixels", "3136", "--max_pixels", "65536"]  # the small release's frame (tests/release_fixtures)
 
 
-@pytest.fixture(scope="session")
-def format_model(training_env, small_release, tmp_path_factory):
-    """The tiny model overfit on one row until it samples the format, so GRPO's rollouts call the tool."""
-    out = tmp_path_factory.mktemp("overfit") / "model"
-    result = training_env.run(
-        "-m", "training.sft", "--config", str(RECIPES / "sft" / "overfit-format.yaml"),
-        "--dataset_path", str(small_release), "--output_dir", str(out),
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
-    return out
-
-
 def test_the_trl_adaptation_holds_and_fails_loudly_when_trl_moves(training_env):
     ok = training_env.run("-c", "from training.zoom_format import check_trl_adaptation; check_trl_adaptation()")
     assert ok.returncode == 0, ok.stderr[-2000:]
