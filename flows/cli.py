@@ -35,6 +35,7 @@ log = logging.getLogger("lookcloser")
 
 EXIT_ERROR, EXIT_CONFIG = 1, 2
 DEMO_DATASET = "lookcloser-demo"
+TINY_MODEL = "tiny-random-qwen2.5-vl"  # training/arguments.py builds it offline
 INGEST_KINDS = ("folder", "manifest", "buscot", "ddti", "dicom", "hf", "phantom")
 
 
@@ -145,6 +146,21 @@ def demo(
         from flows.train import TrainParams, train_flow
 
         trained = train_flow(TrainParams(dataset=DEMO_DATASET, version=released.version, recipe="tiny-cpu"))
+        console.rule("[bold]lookcloser demo: evaluate the trained tiny model (a few test rows)")
+        from flows.evaluate import EvaluateParams, evaluate_flow
+
+        evaluation = evaluate_flow(
+            EvaluateParams(
+                dataset=DEMO_DATASET,
+                version=released.version,
+                model=TINY_MODEL,
+                adapters=[trained["sft"], trained["grpo"]],
+                recipe="tiny-cpu",
+                rollouts=4,
+                max_rows=6,
+                max_tokens=128,
+            )
+        )
     _print_status(_open_catalog(settings).status())
     console.rule("[bold]where to look")
     console.print(f"workspace         {settings.workspace.resolve()}")
@@ -177,7 +193,7 @@ def demo(
         console.print(f"load a version    lookcloser dataset path {DEMO_DATASET} --version v1.0.0  (then load_dataset)")
         for stage, folder in trained.items():
             console.print(f"{stage + ' adapter':17} {folder}  (run.json, job.log)")
-    console.print("next stage (evaluation) arrives with its issue.")
+        console.print(f"evaluation        {evaluation}  (report.md: Tables 1 and 2, metrics.csv, plots)")
 
 
 @app.command()
@@ -568,7 +584,7 @@ def evaluate(
     endpoint: Annotated[str | None, typer.Option(help="OpenAI-compatible endpoint (vLLM), base URL")] = None,
     served_model: Annotated[str | None, typer.Option(help="model name at the endpoint")] = None,
     model: Annotated[str | None, typer.Option(help="local checkpoint folder (runs in the training env)")] = None,
-    adapter: Annotated[str | None, typer.Option(help="PEFT adapter folder for --model")] = None,
+    adapter: Annotated[list[str] | None, typer.Option(help="PEFT adapter for --model; repeat: merged in order")] = None,
     rollouts: Annotated[int | None, typer.Option(help="sampled rollouts per sample (default 8)")] = None,
     no_tool: Annotated[bool, typer.Option("--no-tool", help="single-turn baseline: no zoom")] = False,
     max_rows: Annotated[int | None, typer.Option(help="evaluate the first N rows only")] = None,
@@ -588,7 +604,7 @@ def evaluate(
         endpoint=endpoint,
         served_model=served_model,
         model=model,
-        adapter=adapter,
+        adapters=adapter,
         rollouts=rollouts,
         tool=not no_tool,
         max_rows=max_rows,

@@ -44,7 +44,7 @@ class EvaluateParams(BaseModel):
     endpoint: str | None = Field(default=None, description="OpenAI-compatible base URL (vLLM)")
     served_model: str | None = Field(default=None, description="model name at the endpoint")
     model: str | None = Field(default=None, description="local checkpoint folder (transformers)")
-    adapter: str | None = Field(default=None, description="PEFT adapter on the local checkpoint")
+    adapters: list[str] = Field(default_factory=list, description="PEFT adapters merged into the checkpoint, in order")
     rollouts: int = Field(default=8, ge=1, description="sampled rollouts per sample (uncertainty metrics)")
     temperature: float = Field(default=0.7, ge=0.0)
     delta: float = Field(default=0.75, gt=0.0, le=1.0, description="δ: ĉ ≥ δ counts as certain")
@@ -86,7 +86,8 @@ class EvaluateParams(BaseModel):
         )
 
     def run_name(self) -> str:
-        what = (self.served_model or "endpoint") if self.endpoint else Path(self.adapter or self.model or "").name
+        local = self.adapters[-1] if self.adapters else self.model or ""
+        what = (self.served_model or "endpoint") if self.endpoint else Path(local).name
         return re.sub(r"[^A-Za-z0-9._-]+", "-", f"{what}{'' if self.tool else '-no-tool'}").strip("-") or "model"
 
 
@@ -102,8 +103,8 @@ def run_local_model(params: EvaluateParams, release: Path, out: Path, settings: 
         "--min-pixels", str(params.min_pixels), "--max-pixels", str(params.max_pixels),
         "--settings", json.dumps(asdict(params.rollout_settings())),
     ]  # fmt: skip
-    if params.adapter:
-        command += ["--adapter", params.adapter]
+    for adapter in params.adapters:
+        command += ["--adapter", adapter]
     if params.max_rows:
         command += ["--max-rows", str(params.max_rows)]
     env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
@@ -135,10 +136,10 @@ def rollouts_task(params: EvaluateParams) -> str:
     record = {
         "dataset": {"name": params.dataset, "version": params.version, "split": params.split, "path": str(release)},
         "model": params.model,
-        "adapter": params.adapter,
+        "adapters": params.adapters,
         "endpoint": params.endpoint,
         "served_model": params.served_model,
-        "settings": params.model_dump(exclude={"dataset", "version", "split", "endpoint", "model", "adapter"}),
+        "settings": params.model_dump(exclude={"dataset", "version", "split", "endpoint", "model", "adapters"}),
         "requests": requests,
         "git_revision": git_revision(),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

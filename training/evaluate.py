@@ -197,18 +197,21 @@ class OpenAIEndpoint:
 
 
 class LocalModel:
-    """A transformers Qwen2.5-VL checkpoint (optionally with a PEFT adapter) run in this process."""
+    """A transformers Qwen2.5-VL checkpoint run in this process, with PEFT adapters merged in order (SFT, then GRPO:
+    GRPO's adapter was trained on the SFT-merged weights)."""
 
-    def __init__(self, path: str, *, min_pixels: int, max_pixels: int, adapter: str | None = None) -> None:
+    def __init__(self, path: str, *, min_pixels: int, max_pixels: int, adapters: Sequence[str] = ()) -> None:
         import torch
         from transformers import Qwen2_5_VLForConditionalGeneration
 
+        from training.arguments import resolve_model
         from training.zoom_format import load_processor
 
+        path = resolve_model(path)
         self.torch = torch
         self.processor = load_processor(path, min_pixels=min_pixels, max_pixels=max_pixels)
         self.model = Qwen2_5_VLForConditionalGeneration.from_pretrained(path).eval()
-        if adapter:
+        for adapter in adapters:
             from peft import PeftModel
 
             self.model = PeftModel.from_pretrained(self.model, adapter).merge_and_unload().eval()
@@ -256,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--release", type=Path, required=True)
     parser.add_argument("--split", default="test")
     parser.add_argument("--model", required=True)
-    parser.add_argument("--adapter")
+    parser.add_argument("--adapter", action="append", default=[], help="repeatable: merged in order")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--min-pixels", type=int, default=3136)
     parser.add_argument("--max-pixels", type=int, default=12845056)
@@ -264,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-rows", type=int)
     args = parser.parse_args(argv)
     settings = RolloutSettings(**json.loads(args.settings))
-    backend = LocalModel(args.model, min_pixels=args.min_pixels, max_pixels=args.max_pixels, adapter=args.adapter)
+    backend = LocalModel(args.model, min_pixels=args.min_pixels, max_pixels=args.max_pixels, adapters=args.adapter)
     rows = list(iter_eval_rows(args.release, split=args.split, max_rows=args.max_rows))
     write_results(evaluate_rows(backend, rows, settings), args.out)
     print(json.dumps({"samples": len(rows), "results": str(args.out)}))
