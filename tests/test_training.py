@@ -179,7 +179,7 @@ def test_the_gpu_deployment_points_at_the_train_flow_with_valid_parameters():
     from flows.train import TrainParams, recipe_files
 
     spec = yml.safe_load((Path(__file__).resolve().parents[1] / "prefect.yaml").read_text())
-    train = next(d for d in spec["deployments"] if d["name"] == "train")
+    train = next(d for d in spec["deployments"] if d["entrypoint"].endswith(":train_flow"))
     path, name = train["entrypoint"].split(":")
     module = path.removesuffix(".py").replace("/", ".")
     assert getattr(importlib.import_module(module), name).name == "train"
