@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
@@ -84,6 +85,42 @@ def _global(
 
 
 # ------------------------------------------------------------------------------------------ stages
+class StageClock:
+    """Times the demo's stages; prints them beside the previous run's (kept in the workspace)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.previous: dict[str, float] = json.loads(path.read_text()) if path.is_file() else {}
+        self.times: dict[str, float] = {}
+        self._name: str | None = None
+        self._start = 0.0
+
+    def stage(self, name: str) -> None:
+        self._close()
+        console.rule(f"[bold]lookcloser demo: {name}")
+        self._name, self._start = name, time.perf_counter()
+
+    def _close(self) -> None:
+        if self._name is not None:
+            self.times[self._name] = round(time.perf_counter() - self._start, 1)
+            self._name = None
+
+    def finish(self) -> None:
+        self._close()
+        table = Table(title="stage times (s)")
+        table.add_column("stage")
+        table.add_column("this run", justify="right")
+        table.add_column("previous run", justify="right")
+        for name, seconds in self.times.items():
+            before = self.previous.get(name)
+            table.add_row(name, f"{seconds:.1f}", "–" if before is None else f"{before:.1f}")
+        total, before = sum(self.times.values()), sum(self.previous.values())
+        table.add_row("[bold]total", f"[bold]{total:.1f}", f"{before:.1f}" if self.previous else "–")
+        console.print(table)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.write_text(json.dumps(self.times, indent=2) + "\n")
+
+
 @app.command()
 def demo(
     count: Annotated[int, typer.Option(help="phantom images (spread over the organs)")] = 30,
@@ -92,13 +129,15 @@ def demo(
         bool, typer.Option(help="run the Label Studio leg (local server, two simulated readers, pull)")
     ] = True,
 ) -> None:
-    """The whole path on embedded defaults: phantom data → ingest → Label Studio dual reading → consensus → teacher."""
+    """The whole path on embedded defaults: phantom data → Label Studio dual reading → consensus → teacher → release
+    → SFT and GRPO → evaluation. A second run reuses everything; each run prints its stage times beside the last."""
     settings = _settings()
-    console.rule("[bold]lookcloser demo: ingest")
+    clock = StageClock(settings.workspace / "reports" / "demo-timings.json")
+    clock.stage("ingest")
     summary = _run_ingest(settings, {"kind": "phantom", "count": count, "seed": seed})
     server_url, readers, adjudicators = None, [], {}
     if labelstudio:
-        console.rule("[bold]lookcloser demo: Label Studio (blinded dual reading)")
+        clock.stage("Label Studio (blinded dual reading)")
         from flows import labelstudio_local
 
         with _local_server_errors():
@@ -115,14 +154,14 @@ def demo(
             f"simulated readers posted {posted} annotations; pulled {sum(p.pulled for p in pulled)}, "
             f"{sum(p.disputed for p in pulled)} disputed images sent to adjudication"
         )
-        console.rule("[bold]lookcloser demo: consensus")
+        clock.stage("consensus")
         from flows.consensus import ConsensusParams, consensus_flow
 
         for decided in consensus_flow(ConsensusParams()):
             console.print(
                 f"consensus {decided.organ}: c=1 {decided.c1}, c=0 {decided.c0}, quarantined {decided.quarantined or 0}"
             )
-        console.rule("[bold]lookcloser demo: teacher rationales (offline template backend)")
+        clock.stage("teacher rationales (offline template backend) and expert review")
         from flows.review import ReviewParams, review_flow
         from flows.synthesize import SynthesizeParams, synthesize_flow
 
@@ -136,17 +175,17 @@ def demo(
             f"expert review: {reviewed.sampled} sampled (5 % per organ and tone), {reviewed.verdicts} verdicts from "
             f"the simulated senior reader, {reviewed.rejected_now} rejected and quarantined"
         )
-        console.rule("[bold]lookcloser demo: validate and publish")
+        clock.stage("validate and publish")
         from flows.publish import PublishParams, publish_flow
 
         released = publish_flow(PublishParams(name=DEMO_DATASET))
         state = "tagged" if released.created else "unchanged, no new tag"
         console.print(f"{DEMO_DATASET}@{released.version} ({state}): {released.rows} rows passed the release gate")
-        console.rule("[bold]lookcloser demo: SFT then GRPO (tiny random Qwen2.5-VL, CPU)")
+        clock.stage("SFT then GRPO (tiny random Qwen2.5-VL, CPU)")
         from flows.train import TrainParams, train_flow
 
         trained = train_flow(TrainParams(dataset=DEMO_DATASET, version=released.version, recipe="tiny-cpu"))
-        console.rule("[bold]lookcloser demo: evaluate the trained tiny model (a few test rows)")
+        clock.stage("evaluate the trained tiny model (a few test rows)")
         from flows.evaluate import EvaluateParams, evaluate_flow
 
         evaluation = evaluate_flow(
@@ -161,6 +200,7 @@ def demo(
                 max_tokens=128,
             )
         )
+    clock.finish()
     _print_status(_open_catalog(settings).status())
     console.rule("[bold]where to look")
     console.print(f"workspace         {settings.workspace.resolve()}")
