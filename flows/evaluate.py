@@ -17,7 +17,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import yaml
-from prefect import flow, task
+from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel, Field, model_validator
 
@@ -122,6 +122,13 @@ def rollouts_task(params: EvaluateParams) -> str:
         release_folder(settings, params.dataset), params.version, worktrees_folder(settings, params.dataset)
     )
     out = run_folder(settings, params) / "results.jsonl"
+    record_path = out.parent / "run.json"
+    done = out.is_file() and record_path.is_file()
+    if done and json.loads(record_path.read_text()).get("params") == params.model_dump(mode="json"):
+        # the same settings on the same version: reused (an endpoint's model may change behind its name:
+        # delete the folder to evaluate again)
+        get_run_logger().info("the same evaluation is already done (%s): reused", out)
+        return str(out)
     if params.endpoint:
         rows = list(iter_eval_rows(release, split=params.split, max_rows=params.max_rows))
         if not rows:
@@ -141,10 +148,11 @@ def rollouts_task(params: EvaluateParams) -> str:
         "served_model": params.served_model,
         "settings": params.model_dump(exclude={"dataset", "version", "split", "endpoint", "model", "adapters"}),
         "requests": requests,
+        "params": params.model_dump(mode="json"),
         "git_revision": git_revision(),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    (out.parent / "run.json").write_text(json.dumps(record, indent=2) + "\n")
+    record_path.write_text(json.dumps(record, indent=2) + "\n")
     return str(out)
 
 

@@ -96,6 +96,11 @@ def test_single_turn_baseline_sends_no_crop(released, workspace):
         argv = ["evaluate", "--dataset", "us", "--version", "v1.0.0", "--endpoint", server.base_url]
         assert main([*argv, "--served-model", "oracle", "--no-tool", "--max-rows", "2"]) == 0
         log = list(server.log)
+        server.reset_log()
+        assert main([*argv, "--served-model", "oracle", "--no-tool", "--max-rows", "2"]) == 0  # the same again
+        assert server.log == []  # reused, not asked again
+        assert main([*argv, "--served-model", "oracle", "--no-tool", "--max-rows", "1"]) == 0  # other settings
+        assert len(server.log) == 2
     assert len(log) == 2 * 2 and all(entry.images == 1 for entry in log)  # greedy + one n = 8 request each
     folder = workspace / "evaluations" / "us" / "v1.0.0" / "test" / "oracle-no-tool"
     metrics = {row["organ"]: row for row in csv.DictReader((folder / "metrics.csv").open())}
