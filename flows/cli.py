@@ -48,10 +48,6 @@ def _settings() -> Settings:
     return load_settings()
 
 
-def _not_built(command: str, issue: str) -> None:
-    raise ConfigError(f"`lookcloser {command}` is not built yet ({issue}); nothing was changed")
-
-
 def _open_catalog(settings: Settings) -> Any:
     from sqlalchemy.exc import OperationalError
 

@@ -73,11 +73,6 @@ def test_console_script_is_installed_and_documents_every_command():
         assert command in result.stdout
 
 
-def test_a_stage_not_built_yet_says_so_and_exits_2(workspace, capsys):
-    assert main(["evaluate", "--dataset", "d", "--version", "v1.0.0"]) == 2
-    assert "not built yet" in capsys.readouterr().err
-
-
 @pytest.mark.parametrize("argv", [["annotate"], ["pull"], ["review"]])
 def test_label_studio_stages_without_credentials_name_the_setting(argv, workspace, monkeypatch, capsys):
     monkeypatch.delenv("LOOKCLOSER_LABEL_STUDIO_TOKEN", raising=False)
