@@ -41,17 +41,23 @@ def organ_statistics(catalog: Catalog, organ: str) -> tuple[list[AttributeStatis
     return stats, list(box_iou_by_image.values())
 
 
+def organ_plots(
+    catalog: Catalog, organ: str, folder: Path, *, min_box_iou: float
+) -> tuple[list[AttributeStatistics], list[Path]]:
+    """An organ's statistics, a confusion matrix per attribute and the box IoU histogram, written into `folder`."""
+    stats, ious = organ_statistics(catalog, organ)
+    plots = [plot_confusion(s, folder / f"confusion-{organ}-{s.attribute}.png") for s in stats]
+    if ious:
+        plots.append(plot_iou_histogram(organ, ious, folder / f"box-iou-{organ}.png", threshold=min_box_iou))
+    return stats, plots
+
+
 def write_agreement_report(catalog: Catalog, organs: list[str], folder: Path, policy: ConsensusPolicy) -> str:
     """agreement.md plus a confusion matrix per organ × attribute and an IoU histogram per organ."""
     folder.mkdir(parents=True, exist_ok=True)
     everything: list[AttributeStatistics] = []
     for organ in organs:
-        stats, ious = organ_statistics(catalog, organ)
-        everything += stats
-        for s in stats:
-            plot_confusion(s, folder / f"confusion-{organ}-{s.attribute}.png")
-        if ious:
-            plot_iou_histogram(organ, ious, folder / f"box-iou-{organ}.png", threshold=policy.min_box_iou)
+        everything += organ_plots(catalog, organ, folder, min_box_iou=policy.min_box_iou)[0]
     markdown = statistics_markdown(everything)
     (folder / "agreement.md").write_text(markdown)
     return markdown

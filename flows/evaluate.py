@@ -24,7 +24,9 @@ from pydantic import BaseModel, Field, model_validator
 from flows.release.folders import release_folder, worktrees_folder
 from flows.release.repository import version_path
 from flows.settings import Settings, SettingsError, load_settings
-from flows.train import REPO, git_revision, recipe_files, training_python
+from flows.train import REPO, recipe_files, training_python
+from schemas.frames import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS
+from training.arguments import git_revision
 from training.evaluate import (
     OpenAIEndpoint,
     RolloutSettings,
@@ -53,8 +55,8 @@ class EvaluateParams(BaseModel):
     max_tokens: int = Field(default=512, ge=1)
     max_rows: int | None = Field(default=None, ge=1)
     concurrency: int = Field(default=8, ge=1)
-    min_pixels: int = 3136
-    max_pixels: int = 12845056
+    min_pixels: int = DEFAULT_MIN_PIXELS
+    max_pixels: int = DEFAULT_MAX_PIXELS
     recipe: str | None = Field(
         default=None, description="GRPO recipe name: its G, T, δ and pixel budget unless given here"
     )

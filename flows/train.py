@@ -27,6 +27,7 @@ from pydantic import BaseModel, Field
 from flows.release.folders import release_folder, worktrees_folder
 from flows.release.repository import version_path
 from flows.settings import Settings, SettingsError, load_settings
+from training.arguments import git_revision
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPES = REPO / "training" / "recipes"
@@ -64,18 +65,21 @@ def recipe_files(recipe: str, stages: list[str]) -> dict[str, Path]:
 
 
 def check_frame(release: Path, recipes: dict[str, Path]) -> None:
-    """The release's model frame must be each recipe's: refused before any model is loaded."""
+    """The release's model frame must be each recipe's: refused before any model is loaded (each distinct
+    frame is checked once: the check reads every shard's metadata)."""
+    from training.arguments import ZoomArguments
     from training.data import DatasetContractError, check_release
 
+    defaults, checked = ZoomArguments(), set()
     for stage, recipe in recipes.items():
         values = yaml.safe_load(recipe.read_text())
+        config = values.get("dataset_config", defaults.dataset_config)
+        frame = (values.get("min_pixels", defaults.min_pixels), values.get("max_pixels", defaults.max_pixels))
+        if (config, frame) in checked:
+            continue
+        checked.add((config, frame))
         try:
-            check_release(
-                release,
-                config=values.get("dataset_config", "all"),
-                min_pixels=values.get("min_pixels", 3136),
-                max_pixels=values.get("max_pixels", 12845056),
-            )
+            check_release(release, config=config, min_pixels=frame[0], max_pixels=frame[1])
         except DatasetContractError as err:
             raise SettingsError(f"{stage} recipe {recipe.name}: {err}") from None
 
@@ -90,11 +94,6 @@ def training_python(settings: Settings) -> Path:
     if result.returncode != 0 or not lines:
         raise TrainError(f"the training environment could not be built: {result.stderr.strip()[-500:]}")
     return Path(lines[-1]) / "bin" / "python"
-
-
-def git_revision() -> str:
-    result = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=False)
-    return result.stdout.strip() or "unknown"
 
 
 def run_folder(settings: Settings, params: TrainParams) -> Path:

@@ -12,9 +12,12 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from schemas.frames import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_MODEL = "tiny-random-qwen2.5-vl"  # built offline by training/tiny.py, cached by the builder's hash
@@ -36,8 +39,8 @@ class ZoomArguments:
     dataset_config: str = field(default="all", metadata={"help": "all, or one organ"})
     train_split: str = "train"
     max_train_rows: int | None = field(default=None, metadata={"help": "use only the first N rows (smoke runs)"})
-    min_pixels: int = field(default=3136, metadata={"help": "must equal the dataset version's"})
-    max_pixels: int = field(default=12845056, metadata={"help": "must equal the dataset version's"})
+    min_pixels: int = field(default=DEFAULT_MIN_PIXELS, metadata={"help": "must equal the dataset version's"})
+    max_pixels: int = field(default=DEFAULT_MAX_PIXELS, metadata={"help": "must equal the dataset version's"})
     crop_padding: float = field(default=0.0, metadata={"help": "the zoom tool's padding; the dataset's"})
     lora_target_regex: str = field(default=LM_AND_MERGER, metadata={"help": "PEFT target_modules as one regex"})
     sft_adapter: str | None = field(default=None, metadata={"help": "GRPO: the SFT stage's output folder"})
@@ -109,3 +112,32 @@ def write_run_record(output_dir: str, *, stage: str, args: ZoomArguments, recipe
 
 def recipe_path(argv: list[str]) -> str:
     return argv[argv.index("--config") + 1] if "--config" in argv else ""
+
+
+def model_dtype(model_args: Any) -> Any:
+    """The recipe's `dtype` as a torch dtype ("auto" when unset)."""
+    import torch
+
+    return getattr(torch, model_args.dtype) if model_args.dtype not in (None, "auto") else "auto"
+
+
+def run_stage(stage: str, argv: list[str], make_parser: Callable[[], Any], build_trainer: Callable[..., Any]) -> None:
+    """Parse the recipe (unknown keys stop here), build the trainer, train, save adapter + processor + run.json."""
+    args, training_args, model_args = make_parser().parse_args_and_config(argv)
+    trainer = build_trainer(args, training_args, model_args)
+    result = trainer.train()
+    trainer.save_model(training_args.output_dir)
+    trainer.processing_class.save_pretrained(training_args.output_dir)
+    if trainer.accelerator.is_main_process:
+        write_run_record(
+            training_args.output_dir,
+            stage=stage,
+            args=args,
+            recipe=recipe_path(argv),
+            extra={
+                "model": model_args.model_name_or_path,
+                "steps": result.global_step,
+                "train_loss": result.training_loss,
+                "log_history": trainer.state.log_history,
+            },
+        )

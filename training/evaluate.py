@@ -35,8 +35,10 @@ import pyarrow.parquet as pq
 from PIL import Image
 
 from schemas.crop import crop
+from schemas.frames import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS
 from schemas.trajectory import ZOOM_PROMPT, extract_tool_call
 from schemas.vocabulary import load_vocabulary
+from training.data import shard_paths
 from training.metrics import SampleResult
 from training.rewards import answer_from_json
 
@@ -74,9 +76,8 @@ class EvalRow:
 
 def iter_eval_rows(release: Path, *, split: str, config: str = "all", max_rows: int | None = None) -> Iterator[EvalRow]:
     """Rows of one split of a release folder, read shard by shard (no `datasets` needed)."""
-    pattern = "data/*/*.parquet" if config == "all" else f"data/{config}/*.parquet"
     count = 0
-    for shard in sorted(release.glob(pattern)):
+    for shard in shard_paths(release, config):
         if not shard.name.startswith(f"{split}-"):
             continue
         for batch in pq.ParquetFile(shard).iter_batches(batch_size=32, columns=COLUMNS):
@@ -261,8 +262,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", required=True)
     parser.add_argument("--adapter", action="append", default=[], help="repeatable: merged in order")
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--min-pixels", type=int, default=3136)
-    parser.add_argument("--max-pixels", type=int, default=12845056)
+    parser.add_argument("--min-pixels", type=int, default=DEFAULT_MIN_PIXELS)
+    parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS)
     parser.add_argument("--settings", default="{}", help="RolloutSettings as JSON")
     parser.add_argument("--max-rows", type=int)
     args = parser.parse_args(argv)

@@ -21,7 +21,7 @@ from typing import Any
 
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 
-from training.arguments import ZoomArguments, lora_config, recipe_path, resolve_model, write_run_record
+from training.arguments import ZoomArguments, lora_config, model_dtype, resolve_model, run_stage
 from training.data import check_release, grpo_dataset, load_split
 
 
@@ -33,14 +33,12 @@ def make_parser() -> Any:
 
 def load_policy(args: ZoomArguments, model_args: Any) -> tuple[Any, Any]:
     """The base model with the SFT adapter merged in (when given), and the processor with the zoom format."""
-    import torch
     from transformers import Qwen2_5_VLForConditionalGeneration
 
     from training.zoom_format import load_processor
 
     model_path = resolve_model(model_args.model_name_or_path)
-    dtype = getattr(torch, model_args.dtype) if model_args.dtype not in (None, "auto") else "auto"
-    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(model_path, dtype=dtype)
+    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(model_path, dtype=model_dtype(model_args))
     if args.sft_adapter:
         from peft import PeftModel
 
@@ -86,25 +84,7 @@ def build_trainer(args: ZoomArguments, training_args: Any, model_args: Any) -> A
 
 
 def main(argv: list[str] | None = None) -> None:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args, training_args, model_args = make_parser().parse_args_and_config(argv)
-    trainer = build_trainer(args, training_args, model_args)
-    result = trainer.train()
-    trainer.save_model(training_args.output_dir)
-    trainer.processing_class.save_pretrained(training_args.output_dir)
-    if trainer.accelerator.is_main_process:
-        write_run_record(
-            training_args.output_dir,
-            stage="grpo",
-            args=args,
-            recipe=recipe_path(argv),
-            extra={
-                "model": model_args.model_name_or_path,
-                "steps": result.global_step,
-                "train_loss": result.training_loss,
-                "log_history": trainer.state.log_history,
-            },
-        )
+    run_stage("grpo", list(sys.argv[1:] if argv is None else argv), make_parser, build_trainer)
 
 
 if __name__ == "__main__":

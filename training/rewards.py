@@ -31,7 +31,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from schemas.frames import iou
-from schemas.trajectory import ANSWER_RE
+from schemas.trajectory import extract_answer
 
 THINK = r"<think>(?:(?!</?think>).)+</think>"
 TURN1_TEXT_RE = re.compile(rf"\A\s*{THINK}\s*\Z", re.S)  # turn 1's text once TRL has parsed the tool call out
@@ -71,14 +71,9 @@ def final_text(completion: Sequence[dict[str, Any]]) -> str | None:
 
 
 def answer_from_json(text: str | None, key: str) -> str | None:
-    match = ANSWER_RE.search(text or "")
-    if not match:
-        return None
-    try:
-        answer = json.loads(match.group(1))
-    except json.JSONDecodeError:
-        return None
-    value = answer.get(key) if isinstance(answer, dict) else None
+    """The attribute's value in the `<answer>` JSON (schemas.trajectory.extract_answer), or None."""
+    answer = extract_answer(text or "")
+    value = answer.get(key) if answer else None
     return value.strip() if isinstance(value, str) and value.strip() else None
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 
-from training.arguments import ZoomArguments, lora_config, recipe_path, resolve_model, write_run_record
+from training.arguments import ZoomArguments, lora_config, model_dtype, resolve_model, run_stage
 from training.data import check_release, load_split
 
 
@@ -30,7 +30,6 @@ def make_parser() -> Any:
 
 def build_trainer(args: ZoomArguments, training_args: Any, model_args: Any) -> Any:
     """Check the release, then load the model and processor and build the trainer (no training yet)."""
-    import torch
     from transformers import Qwen2_5_VLForConditionalGeneration
     from trl import SFTTrainer
 
@@ -40,8 +39,7 @@ def build_trainer(args: ZoomArguments, training_args: Any, model_args: Any) -> A
     check_release(release, config=args.dataset_config, min_pixels=args.min_pixels, max_pixels=args.max_pixels)
     model_path = resolve_model(model_args.model_name_or_path)
     processor = load_processor(model_path, min_pixels=args.min_pixels, max_pixels=args.max_pixels)
-    dtype = getattr(torch, model_args.dtype) if model_args.dtype not in (None, "auto") else "auto"
-    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(model_path, dtype=dtype)
+    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(model_path, dtype=model_dtype(model_args))
     train = load_split(release, config=args.dataset_config, split=args.train_split, max_rows=args.max_train_rows)
     return SFTTrainer(
         model=model,
@@ -53,25 +51,7 @@ def build_trainer(args: ZoomArguments, training_args: Any, model_args: Any) -> A
 
 
 def main(argv: list[str] | None = None) -> None:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args, training_args, model_args = make_parser().parse_args_and_config(argv)
-    trainer = build_trainer(args, training_args, model_args)
-    result = trainer.train()
-    trainer.save_model(training_args.output_dir)
-    trainer.processing_class.save_pretrained(training_args.output_dir)
-    if trainer.accelerator.is_main_process:
-        write_run_record(
-            training_args.output_dir,
-            stage="sft",
-            args=args,
-            recipe=recipe_path(argv),
-            extra={
-                "model": model_args.model_name_or_path,
-                "steps": result.global_step,
-                "train_loss": result.training_loss,
-                "log_history": trainer.state.log_history,
-            },
-        )
+    run_stage("sft", list(sys.argv[1:] if argv is None else argv), make_parser, build_trainer)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,8 @@ from typing import Any, Literal
 
 import pyarrow.parquet as pq
 
+from training.data import shard_paths
+
 FORMATS = ("llamafactory", "swift")
 Format = Literal["llamafactory", "swift"]
 IMAGE_PLACEHOLDER = "<image>"
@@ -51,8 +53,7 @@ def plain_messages(messages: list[dict[str, Any]]) -> list[dict[str, str]]:
 
 def iter_release_rows(release: Path, config: str = "all") -> Iterator[dict[str, Any]]:
     """Rows of a release folder (one version's files), shard by shard, in file order."""
-    pattern = "data/*/*.parquet" if config == "all" else f"data/{config}/*.parquet"
-    for shard in sorted(release.glob(pattern)):
+    for shard in shard_paths(release, config):
         parquet = pq.ParquetFile(shard)
         for batch in parquet.iter_batches(
             batch_size=BATCH_ROWS, columns=["id", "organ", "split", "messages", "images"]

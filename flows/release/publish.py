@@ -73,13 +73,9 @@ def card_context(
     hub_repo_id: str | None = None,
 ) -> CardContext:
     """Plots into `folder/assets` (labels per organ; reader agreement from the catalog) and expert acceptance."""
-    from annotation.agreement import (  # matplotlib: only a release pays for it
-        plot_confusion,
-        plot_iou_histogram,
-        plot_label_distribution,
-        statistics_markdown,
-    )
-    from flows.agreement_report import organ_statistics
+    from annotation.agreement import plot_label_distribution, statistics_markdown  # matplotlib: only releases pay
+    from annotation.consensus import ConsensusPolicy
+    from flows.agreement_report import organ_plots
 
     assets = folder / ASSETS
     shutil.rmtree(assets, ignore_errors=True)
@@ -96,12 +92,9 @@ def card_context(
             for (o, attribute, label, _) in summary.labels
             if o == organ
         }
-        plots[organ] = [plot_label_distribution(organ, counts, assets / f"labels-{organ}.png")]
-        stats, ious = organ_statistics(catalog, organ)
+        stats, agreement = organ_plots(catalog, organ, assets, min_box_iou=ConsensusPolicy().min_box_iou)
         everything += stats
-        plots[organ] += [plot_confusion(s, assets / f"confusion-{organ}-{s.attribute}.png") for s in stats]
-        if ious:
-            plots[organ].append(plot_iou_histogram(organ, ious, assets / f"box-iou-{organ}.png"))
+        plots[organ] = [plot_label_distribution(organ, counts, assets / f"labels-{organ}.png"), *agreement]
     table = {stratum: e for stratum, e in acceptance(catalog).items() if stratum.split("/")[0] in organs}
     return CardContext(
         name=name,
