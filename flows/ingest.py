@@ -1,28 +1,32 @@
 """Ingest stage: any source → de-identified, content-addressed images in the catalog (Prefect flow).
 
 The flow only sequences tasks; the logic is in `flows.ingestion` and the adapters in
-`flows.sources`. Items are processed in batches inside one task (a Prefect task per image would
-cost ~10 ms of orchestration each); nothing here depends on the task runner, so a Dask or Ray
-runner can be configured on the flow.
+`flows.sources`. Items are processed in batches (a Prefect task per image would cost ~10 ms of orchestration each).
+With the default task runner one task does it all. With `LOOKCLOSER_TASK_RUNNER=dask|ray` each batch
+of 64 items is a task on the cluster (decode, de-identify, hash, store: the costly part), and the flow
+settles the results in source order (duplicates, near-duplicate groups, splits), so the catalog ends
+the same as after a single-process run.
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field, model_validator
 
 from flows.catalog import Catalog
 from flows.image_store import ImageStore
-from flows.ingestion import IngestOptions, IngestSummary, register_items
-from flows.settings import load_settings
+from flows.ingestion import IngestOptions, IngestSummary, PreparedItem, prepare_batch, register_items
+from flows.settings import Settings, load_settings
 from flows.sources.base import SourceItem
 from flows.sources.phantom import PhantomConfig, phantom_items
+from flows.task_runners import ConfiguredTaskRunner, in_order, is_distributed
 from schemas.records import Organ
 from schemas.vocabulary import ORGANS
 
@@ -140,11 +144,36 @@ def report_ingest(params: IngestParams, summary: IngestSummary) -> None:
     )
 
 
-@flow(name="ingest")
+@task(cache_policy=NO_CACHE, persist_result=False)
+def prepare_batch_task(items: list[SourceItem]) -> list[PreparedItem]:
+    """The per-item work of one batch, on a worker; salt and store come from the worker's own settings."""
+    settings = load_settings()
+    return prepare_batch(items, settings.salt(), ImageStore(settings.resolved_image_store_url))
+
+
+def ingest_on_cluster(params: IngestParams, settings: Settings) -> IngestSummary:
+    """Batches prepared by the flow's Dask / Ray workers, settled here in order (one transaction each)."""
+    salt = settings.salt()  # created before any worker needs it
+    catalog = Catalog(settings.resolved_catalog_url)
+    try:
+        items, total = source_items(params)
+        window = 2 * settings.workers + 2  # enough to keep every worker busy; bounds the pixels in memory
+
+        def preparer(batches: Iterable[list[SourceItem]]) -> Iterator[list[PreparedItem]]:
+            return in_order(prepare_batch_task.submit, batches, window=window)
+
+        store = ImageStore(settings.resolved_image_store_url)
+        return register_items(items, catalog, store, salt, params.options, total=total, preparer=preparer)
+    finally:
+        catalog.close()
+
+
+@flow(name="ingest", task_runner=ConfiguredTaskRunner())
 def ingest_flow(params: IngestParams | None = None) -> IngestSummary:
     """Ingest one source into the catalog and image store."""
     params = params or IngestParams()
     migrate_catalog()
-    summary = ingest_source(params)
+    settings = load_settings()
+    summary = ingest_on_cluster(params, settings) if is_distributed(settings) else ingest_source(params)
     report_ingest(params, summary)
     return summary

@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -188,11 +188,75 @@ def _annotation_reason(err: ValidationError) -> str:
     return "invalid_source_annotation"
 
 
-class Registrar:
-    """Turns items into outcomes; holds what the run knows (ids, groups, splits) between items."""
+@dataclass
+class PreparedItem:
+    """One item after the per-item work (decode, checks, cut, identity, store), before its split.
 
-    def __init__(self, catalog: Catalog, store: ImageStore, salt: bytes, options: IngestOptions) -> None:
-        self.store, self.salt, self.options = store, salt, options
+    This part needs no knowledge of other items, so it runs anywhere: in the flow's process or on a
+    Dask / Ray worker. `image` has a provisional split and group until `Registrar.settle`.
+    """
+
+    item_key: str
+    reason: str | None = None  # failed before its pixels were identified
+    image: ImageRecord | None = None
+    annotation_reason: str | None = None  # its source annotations are unusable
+    annotations: list[SourceAnnotation] = field(default_factory=list)
+    readings: list[ReaderAnnotation] = field(default_factory=list)
+
+
+def prepare_item(item: SourceItem, salt: bytes, store: ImageStore) -> PreparedItem:
+    """Decode, check, de-identify, identify and store one item; pure per item (runs on any worker)."""
+    prepared = PreparedItem(item_key=f"{item.source}:{ref_id(salt, item.source, item.source_ref)}")
+    for check in ITEM_CHECKS:
+        if reason := check(item):
+            prepared.reason = reason
+            return prepared
+    raw = load_pixels(item)
+    if isinstance(raw, str) or (raw_reason := check_us_region(item, raw)):
+        prepared.reason = raw if isinstance(raw, str) else raw_reason
+        return prepared
+    image, offset = deidentify(item, raw)
+    del raw  # the frame with burned-in text is not kept a moment longer than needed
+    if reason := check_degenerate(image) or check_aspect(image):
+        prepared.reason = reason
+        return prepared
+    content_id = image_id(image)
+    try:
+        prepared.annotations, prepared.readings = _lesion_records(item, content_id, image.size, offset)
+    except ValidationError as err:
+        prepared.annotation_reason = _annotation_reason(err)
+    prepared.image = ImageRecord(
+        image_id=content_id,
+        organ=item.organ,
+        source=item.source,
+        source_ref=prepared.item_key.split(":", 1)[1],
+        patient_key=patient_key(salt, item.patient_id, content_id),
+        width=image.width,
+        height=image.height,
+        phash=phash(image),
+        split="train",  # provisional: Registrar.settle assigns it, in source order
+        source_metadata=item.metadata,
+        # an image whose annotations are unusable is never catalogued, so it is not stored either
+        storage_key=store.key_for(content_id) if prepared.annotation_reason else store.put(content_id, image),
+    )
+    return prepared
+
+
+def prepare_batch(items: list[SourceItem], salt: bytes, store: ImageStore) -> list[PreparedItem]:
+    return [prepare_item(item, salt, store) for item in items]
+
+
+# Turns batches of items into batches of prepared items, in order (in this process, or on a cluster)
+BatchPreparer = Callable[[Iterable[list[SourceItem]]], Iterable[list[PreparedItem]]]
+
+
+class Registrar:
+    """Settles prepared items in source order: duplicates, near-duplicate groups and patient-level splits.
+
+    This is the only part of ingest that depends on the items before it, so it runs in one process.
+    """
+
+    def __init__(self, catalog: Catalog, options: IngestOptions) -> None:
         self.splits = SplitAssigner(
             test_fraction=options.test_fraction,
             test_only_organs=options.test_only_organs,
@@ -204,50 +268,27 @@ class Registrar:
             self.splits.remember(known)
             self.known_ids.add(known.image_id)
 
-    def register(self, item: SourceItem) -> Outcomes:
-        ref = ref_id(self.salt, item.source, item.source_ref)
-        outcome = Outcomes(item_key=f"{item.source}:{ref}")
-        for check in ITEM_CHECKS:
-            if reason := check(item):
-                outcome.reason = reason
-                return outcome
-        raw = load_pixels(item)
-        if isinstance(raw, str) or (raw_reason := check_us_region(item, raw)):
-            outcome.reason = raw if isinstance(raw, str) else raw_reason
+    def settle(self, prepared: PreparedItem) -> Outcomes:
+        outcome = Outcomes(item_key=prepared.item_key, reason=prepared.reason)
+        image = prepared.image
+        if image is None:
             return outcome
-        image, offset = deidentify(item, raw)
-        del raw  # the frame with burned-in text is not kept a moment longer than needed
-        if reason := check_degenerate(image) or check_aspect(image):
-            outcome.reason = reason
+        if image.image_id in self.known_ids:
+            outcome.duplicate_of, outcome.reason = image.image_id, "exact_duplicate"
             return outcome
-        content_id = image_id(image)
-        if content_id in self.known_ids:
-            outcome.duplicate_of, outcome.reason = content_id, "exact_duplicate"
+        if prepared.annotation_reason:
+            outcome.reason = prepared.annotation_reason
             return outcome
-        try:
-            outcome.annotations, outcome.readings = _lesion_records(item, content_id, image.size, offset)
-        except ValidationError as err:
-            outcome.reason = _annotation_reason(err)
-            return outcome
-        key = patient_key(self.salt, item.patient_id, content_id)
-        perceptual = phash(image)
-        split, group = self.splits.assign(content_id, item.organ, key, perceptual)
-        outcome.image = ImageRecord(
-            image_id=content_id,
-            organ=item.organ,
-            source=item.source,
-            source_ref=ref,
-            patient_key=key,
-            width=image.width,
-            height=image.height,
-            phash=perceptual,
-            split=split,
-            dup_group=group,
-            source_metadata=item.metadata,
-            storage_key=self.store.put(content_id, image),
-        )
-        self.known_ids.add(content_id)
+        split, group = self.splits.assign(image.image_id, image.organ, image.patient_key, image.phash)
+        outcome.image = image.model_copy(update={"split": split, "dup_group": group})
+        outcome.annotations, outcome.readings = prepared.annotations, prepared.readings
+        self.known_ids.add(image.image_id)
         return outcome
+
+
+def local_preparer(salt: bytes, store: ImageStore) -> BatchPreparer:
+    """Prepare each batch in this process."""
+    return lambda batches: (prepare_batch(batch, salt, store) for batch in batches)
 
 
 def register_items(
@@ -258,22 +299,38 @@ def register_items(
     options: IngestOptions,
     *,
     total: int | None = None,
+    preparer: BatchPreparer | None = None,
 ) -> IngestSummary:
-    """De-identify, check, store and catalog every item; one transaction per batch (resumable)."""
+    """De-identify, check, store and catalog every item; one transaction per batch (resumable).
+
+    `preparer` does the per-item work (default: in this process; `flows.ingest` passes one that
+    spreads batches over the flow's Dask or Ray task runner). Settling stays here, in source order,
+    so a distributed run catalogues exactly what a single-process run does.
+    """
     summary = IngestSummary()
-    registrar = Registrar(catalog, store, salt, options)
+    registrar = Registrar(catalog, options)
     settled = catalog.stage_item_keys("ingest")
-    batch: list[Outcomes] = []
-    for item in tqdm(items, total=total, desc="ingest", unit="img", disable=None):
-        if f"{item.source}:{ref_id(salt, item.source, item.source_ref)}" in settled:
-            summary.seen += 1
-            summary.skipped += 1
-            continue
-        batch.append(registrar.register(item))
-        if len(batch) >= INGEST_BATCH:
-            summary.add(_flush(catalog, batch))
-            batch = []
-    summary.add(_flush(catalog, batch))
+    bar = tqdm(total=total, desc="ingest", unit="img", disable=None)
+
+    def new_batches() -> Iterator[list[SourceItem]]:
+        batch: list[SourceItem] = []
+        for item in items:
+            if f"{item.source}:{ref_id(salt, item.source, item.source_ref)}" in settled:
+                summary.seen += 1
+                summary.skipped += 1
+                bar.update(1)
+                continue
+            batch.append(item)
+            if len(batch) >= INGEST_BATCH:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+
+    for prepared in (preparer or local_preparer(salt, store))(new_batches()):
+        summary.add(_flush(catalog, [registrar.settle(p) for p in prepared]))
+        bar.update(len(prepared))
+    bar.close()
     log.info(
         "ingest: %d seen, %d new, %d already ingested, quarantined %s",
         summary.seen,

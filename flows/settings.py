@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import secrets
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
-from pydantic import AnyHttpUrl, Field, SecretStr, ValidationError, field_validator
+from pydantic import AnyHttpUrl, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from schemas.frames import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS
@@ -28,6 +28,15 @@ class Settings(BaseSettings):
     workspace: Path = Field(default=Path("workspace"), description="folder for the embedded catalog, images, releases")
     catalog_url: str | None = Field(default=None, description="SQLAlchemy URL; default: SQLite in the workspace")
     image_store_url: str | None = Field(default=None, description="fsspec URL; default: a folder in the workspace")
+    task_runner: Literal["local", "dask", "ray"] = Field(
+        default="local",
+        description="where ingest and synthesis spread their work: threads of the flow's process, Dask or Ray",
+    )
+    dask_address: str | None = Field(
+        default=None, description="Dask scheduler, e.g. tcp://10.0.0.5:8786; default: a local cluster per run"
+    )
+    ray_address: str | None = Field(default=None, description="Ray cluster, e.g. ray://10.0.0.5:10001; default: local")
+    workers: int = Field(default=2, ge=1, le=1024, description="worker processes of a local Dask or Ray cluster")
     label_studio_url: AnyHttpUrl = Field(default=AnyHttpUrl("http://127.0.0.1:8089"))
     label_studio_token: SecretStr | None = Field(
         default=None, description="admin API token; default: the local server's, kept in the workspace"
@@ -76,6 +85,15 @@ class Settings(BaseSettings):
             raise ValueError("must be a sqlite:/// or postgresql:// SQLAlchemy URL")
         return url
 
+    @model_validator(mode="after")
+    def _store_reachable_by_workers(self) -> Settings:
+        if self.task_runner != "local" and self.resolved_image_store_url.startswith("memory://"):
+            raise ValueError(
+                f"{ENV_PREFIX}IMAGE_STORE_URL is memory://, which lives in one process; the {self.task_runner} "
+                "workers need a shared store (a folder, s3://, gs://)"
+            )
+        return self
+
     @property
     def resolved_catalog_url(self) -> str:
         return self.catalog_url or f"sqlite:///{(self.workspace / 'catalog.sqlite').resolve()}"
@@ -117,5 +135,7 @@ def load_settings(**overrides: object) -> Settings:
         return Settings(**{k: v for k, v in overrides.items() if v is not None})
     except ValidationError as err:
         first = err.errors()[0]
-        name = ENV_PREFIX + str(first["loc"][0]).upper() if first["loc"] else ENV_PREFIX
+        if not first["loc"]:  # a rule over several settings names them itself
+            raise SettingsError(f"invalid settings: {first['msg'].removeprefix('Value error, ')}") from None
+        name = ENV_PREFIX + str(first["loc"][0]).upper()
         raise SettingsError(f"invalid setting {name}: {first['msg']}") from None

@@ -14,12 +14,14 @@ from typing import Literal
 
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field
 from tqdm import tqdm
 
 from flows.catalog import Catalog
 from flows.image_store import ImageStore
 from flows.settings import Settings, load_settings
+from flows.task_runners import ConfiguredTaskRunner, in_order, is_distributed
 from flows.teacher.backends import Backend, OpenAIBackend, SamplingParams, TemplateBackend
 from flows.teacher.client import EndpointPool, RetryPolicy
 from flows.teacher.diversity import DiversityPolicy
@@ -96,12 +98,17 @@ def build_backend(params: SynthesizeParams, settings: Settings) -> tuple[Backend
     return OpenAIBackend(bundle, pool, settings.teacher_model, images, sampling), pool
 
 
-def run_synthesis(params: SynthesizeParams, settings: Settings) -> SynthesisSummary:
-    """Synthesize rationales for every consensus record (of the organ); plain function, no Prefect needed."""
+def run_synthesis(params: SynthesizeParams, settings: Settings, *, only: set[str] | None = None) -> SynthesisSummary:
+    """Synthesize rationales for every consensus record (of the organ); plain function, no Prefect needed.
+
+    `only` restricts the run to these record ids: one shard's first pass (see `synthesize_records`).
+    """
     backend, pool = build_backend(params, settings)
     catalog = Catalog(settings.resolved_catalog_url)
     try:
         records = catalog.consensus_records(params.organ)
+        if only is not None:
+            records = [r for r in records if r.record_id in only]
         bar = tqdm(total=0, desc="synthesize", unit="item", disable=None if params.progress else True)
         outcomes: dict[str, int] = {}
 
@@ -124,6 +131,7 @@ def run_synthesis(params: SynthesizeParams, settings: Settings) -> SynthesisSumm
                     load_prompt_bundle(params.prompt_version),
                     params.synthesis_config(settings),
                     organ=params.organ,
+                    shard=only is not None,
                     on_plan=lambda todo: setattr(bar, "total", todo),
                     on_progress=on_progress,
                 )
@@ -187,6 +195,31 @@ def synthesize_task(params: SynthesizeParams) -> SynthesisSummary:
     return run_synthesis(params, load_settings())
 
 
+@task(cache_policy=NO_CACHE, persist_result=False)
+def synthesize_shard(params: SynthesizeParams, record_ids: list[str]) -> SynthesisSummary:
+    """One shard's first pass, on a cluster worker (its own connection to the catalog and the replicas)."""
+    return run_synthesis(params, load_settings(), only=set(record_ids))
+
+
+def shard_record_ids(settings: Settings, organ: str | None, shards: int) -> list[list[str]]:
+    """Every consensus record id, dealt round-robin into `shards` lists (organs and attributes mix evenly)."""
+    catalog = Catalog(settings.resolved_catalog_url)
+    try:
+        ids = [r.record_id for r in catalog.consensus_records(organ)]
+    finally:
+        catalog.close()
+    return [part for part in (ids[k::shards] for k in range(shards)) if part]
+
+
+def synthesize_on_cluster(params: SynthesizeParams, settings: Settings) -> list[SynthesisSummary]:
+    """First passes of every shard on the flow's Dask / Ray workers; the requests in flight are shared out."""
+    per_worker = params.model_copy(
+        update={"concurrency": max(1, params.concurrency // settings.workers), "progress": False}
+    )
+    parts = shard_record_ids(settings, params.organ, 2 * settings.workers)
+    return list(in_order(lambda ids: synthesize_shard.submit(per_worker, ids), parts, window=len(parts) or 1))
+
+
 @task
 def report_task(summary: SynthesisSummary) -> str:
     settings = load_settings()
@@ -203,10 +236,19 @@ def report_task(summary: SynthesisSummary) -> str:
     return markdown
 
 
-@flow(name="synthesize")
+@flow(name="synthesize", task_runner=ConfiguredTaskRunner())
 def synthesize_flow(params: SynthesizeParams | None = None) -> SynthesisSummary:
-    """Write a checked, confidence-toned rationale for every consensus record."""
+    """Write a checked, confidence-toned rationale for every consensus record.
+
+    On a Dask or Ray task runner the records are first synthesized in shards on the workers; the
+    whole run then finds them settled and does what needs every record (stale ones, diversity).
+    """
     params = params or SynthesizeParams()
+    settings = load_settings()
+    check_config(params, settings)
+    shards = synthesize_on_cluster(params, settings) if is_distributed(settings) else []
     summary = synthesize_task(params)
+    for shard in shards:
+        summary.add_work(shard)
     report_task(summary)
     return summary

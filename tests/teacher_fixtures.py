@@ -30,6 +30,11 @@ def phantom_consensus(
     """Ingest `count` phantom images and decide one record per lesion attribute; c = 0 for about a third."""
     items = phantom_items(sources, seed=seed, count=count, config=config or PhantomConfig())
     register_items(items, catalog, store, b"salt", IngestOptions())
+    return truth_consensus(catalog)
+
+
+def truth_consensus(catalog: Catalog) -> int:
+    """One consensus record per lesion attribute of every catalogued image, from its source truth."""
     decisions = []
     for image in catalog.iter_images():
         truth = catalog.source_annotations(image.image_id)[0]

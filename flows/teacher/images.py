@@ -17,7 +17,7 @@ import os
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 
 from PIL import Image
 
@@ -78,7 +78,7 @@ class TeacherImages:
         self.store, self.min_pixels, self.max_pixels, self.padding = store, min_pixels, max_pixels, padding
         self.lookahead, self.keep = lookahead, max(keep, lookahead * 2)
         self.workers = workers or max(1, (os.cpu_count() or 2) // 2)
-        self._pool: ProcessPoolExecutor | None = None
+        self._pool: Executor | None = None
         self._prepared: OrderedDict[str, asyncio.Future[tuple[str, dict[Box, str]]]] = OrderedDict()
         self._boxes: dict[str, list[Box]] = {}
         self._sizes: dict[str, tuple[int, int]] = {}
@@ -93,7 +93,10 @@ class TeacherImages:
         self._ensure_pool().submit(int).result()
         return time.perf_counter() - started
 
-    def _ensure_pool(self) -> ProcessPoolExecutor:
+    def _ensure_pool(self) -> Executor:
+        if self._pool is None and multiprocessing.current_process().daemon:
+            # a Dask worker is a daemon process, and daemons may not start processes: use threads there
+            self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="teacher-images")
         if self._pool is None:
             # forkserver, not fork: the parent runs threads (catalog writer, Prefect) that fork would copy
             # mid-flight; each worker still imports the main program once (multiprocessing's rule)

@@ -69,6 +69,15 @@ class SynthesisSummary:
     def as_dict(self) -> dict[str, Any]:
         return {k: dict(v) if isinstance(v, Counter) else v for k, v in self.__dict__.items()}
 
+    def add_work(self, shard: SynthesisSummary) -> None:
+        """Count a shard's teacher work into this run's (its outcomes are re-read by the final pass)."""
+        for name in ("requested", "calls", "cached_calls", "repaired", "reseeded", "requests"):
+            setattr(self, name, getattr(self, name) + getattr(shard, name))
+        self.prompt_tokens += shard.prompt_tokens
+        self.completion_tokens += shard.completion_tokens
+        self.retries = dict(Counter(self.retries) + Counter(shard.retries))
+        self.images_per_request = dict(Counter(self.images_per_request) + Counter(shard.images_per_request))
+
 
 # ------------------------------------------------------------------------------------------ requests
 def choose_question(record: ConsensusRecord) -> str:
@@ -306,18 +315,21 @@ async def synthesize_records(
     config: SynthesisConfig,
     *,
     organ: str | None = None,
+    shard: bool = False,
     on_plan: Callable[[int], None] = lambda _todo: None,
     on_progress: Callable[[str, int], None] = lambda _event, _in_flight: None,
 ) -> SynthesisSummary:
     """Bring the catalog's rationales (of the organ, or all) in line with `records`; returns what happened.
 
     `on_plan(n)` is called once with the number of items that need the teacher, `on_progress(event,
-    in_flight)` after each of them.
+    in_flight)` after each of them. A `shard` run (one part of the records, on a cluster worker) only
+    makes the first pass: removing stale rationales and the diversity pass need every record, so the
+    final, whole run does them.
     """
     summary = SynthesisSummary(records=len(records))
     requests = [build_request(r, min_pixels=config.min_pixels, max_pixels=config.max_pixels) for r in records]
     existing = {r.record_id: r for r in catalog.rationales(organ)}
-    stale = sorted(set(existing) - {r.item_key for r in requests})
+    stale = [] if shard else sorted(set(existing) - {r.item_key for r in requests})
     if stale:
         catalog.forget_rationales(stale)
         summary.removed_stale = len(stale)
@@ -352,7 +364,8 @@ async def synthesize_records(
     try:
         await run_bounded(todo, first_pass, config.concurrency)
         prefetch.cancel()
-        await _diversify(current, requests, engine, catalog, config, summary)
+        if not shard:
+            await _diversify(current, requests, engine, catalog, config, summary)
     finally:
         prefetch.cancel()
         writer.close()
