@@ -37,6 +37,10 @@ class LabelStudioAuthError(LabelStudioError):
     """The token was rejected."""
 
 
+class LabelStudioUnavailableError(LabelStudioError):
+    """The server could not be reached, or kept answering 5xx / 429, through every retry."""
+
+
 class LabelStudioClient:
     """The pipeline's view of one Label Studio server, authenticated as one account."""
 
@@ -56,12 +60,11 @@ class LabelStudioClient:
                     raise LabelStudioAuthError(f"Label Studio at {self.url} rejected the token ({what})") from None
                 transient = err.status_code is not None and (err.status_code >= 500 or err.status_code == 429)
                 if not transient or attempt == attempts:
-                    raise LabelStudioError(
-                        f"Label Studio at {self.url}: {what} failed (HTTP {err.status_code})"
-                    ) from None
+                    error = LabelStudioUnavailableError if transient else LabelStudioError
+                    raise error(f"Label Studio at {self.url}: {what} failed (HTTP {err.status_code})") from None
             except (httpx.TransportError, ConnectionError) as err:
                 if attempt == attempts:
-                    raise LabelStudioError(
+                    raise LabelStudioUnavailableError(
                         f"Label Studio at {self.url} is unreachable ({what}: {type(err).__name__})"
                     ) from None
             delay = BACKOFF_S * 2 ** (attempt - 1)

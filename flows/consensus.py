@@ -19,11 +19,13 @@ from pydantic import BaseModel, Field
 
 from annotation.consensus import ConsensusPolicy, derive_consensus
 from flows.catalog import Catalog
+from flows.resilience import CATALOG_RETRIES
 from flows.settings import load_settings
 from schemas.records import Organ, ReaderAnnotation, SourceAnnotation
 from schemas.vocabulary import ORGANS, load_vocabulary
 
 log = logging.getLogger(__name__)
+CONSENSUS_BATCH = 500  # decisions per catalog transaction
 
 
 class ConsensusParams(BaseModel):
@@ -66,7 +68,7 @@ def decide_organ(catalog: Catalog, organ: str, policy: ConsensusPolicy) -> Conse
     settled = catalog.consensus_hashes()
     readings_by_image = catalog.readings_by_image(organ)
     decisions = []
-    for image in catalog.iter_images(organ=organ):
+    for image in list(catalog.iter_images(organ=organ)):  # listed first: no cursor open across the commits
         readings = [r for per_reader in readings_by_image.get(image.image_id, {}).values() for r in per_reader]
         sources = [s for s in catalog.source_annotations(image.image_id) if s.confidence]
         if not readings and not sources:
@@ -84,12 +86,15 @@ def decide_organ(catalog: Catalog, organ: str, policy: ConsensusPolicy) -> Conse
                 setattr(summary, f"c{outcome.record.confidence}", getattr(summary, f"c{outcome.record.confidence}") + 1)
             else:
                 summary.quarantined[outcome.reason] = summary.quarantined.get(outcome.reason, 0) + 1
+        if len(decisions) >= CONSENSUS_BATCH:  # a failed run keeps what it decided (resumes from here)
+            catalog.save_consensus(decisions)
+            decisions = []
     catalog.save_consensus(decisions)
     log.info("consensus %s: %s", organ, summary)
     return summary
 
 
-@task
+@task(**CATALOG_RETRIES)  # a database outage mid-run: run again once it is back, from the last batch
 def decide_organ_task(organ: str, params: ConsensusParams) -> ConsensusSummary:
     catalog = Catalog(load_settings().resolved_catalog_url)
     try:

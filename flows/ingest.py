@@ -10,6 +10,7 @@ the same as after a single-process run.
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -144,10 +145,27 @@ def report_ingest(params: IngestParams, summary: IngestSummary) -> None:
     )
 
 
+class WorkerSettingsError(RuntimeError):
+    """A worker's settings differ from the flow's: its refs and keys would not match the catalog's."""
+
+    permanent = True  # sending the batch to another worker of the same cluster cannot help
+
+
+def settings_fingerprint(settings: Settings) -> str:
+    """What a worker must share with the flow: the salt (as a digest, never the salt) and the image store."""
+    digest = hashlib.sha256(settings.salt() + b"\0" + settings.resolved_image_store_url.encode()).hexdigest()
+    return digest[:16]
+
+
 @task(cache_policy=NO_CACHE, persist_result=False)
-def prepare_batch_task(items: list[SourceItem]) -> list[PreparedItem]:
+def prepare_batch_task(items: list[SourceItem], fingerprint: str) -> list[PreparedItem]:
     """The per-item work of one batch, on a worker; salt and store come from the worker's own settings."""
     settings = load_settings()
+    if settings_fingerprint(settings) != fingerprint:
+        raise WorkerSettingsError(
+            "a worker's LOOKCLOSER_PATIENT_KEY_SALT / LOOKCLOSER_IMAGE_STORE_URL (or workspace) differ from the "
+            "flow's: start the workers with the same settings"
+        )
     return prepare_batch(items, settings.salt(), ImageStore(settings.resolved_image_store_url))
 
 
@@ -159,8 +177,10 @@ def ingest_on_cluster(params: IngestParams, settings: Settings) -> IngestSummary
         items, total = source_items(params)
         window = 2 * settings.workers + 2  # enough to keep every worker busy; bounds the pixels in memory
 
+        fingerprint = settings_fingerprint(settings)
+
         def preparer(batches: Iterable[list[SourceItem]]) -> Iterator[list[PreparedItem]]:
-            return in_order(prepare_batch_task.submit, batches, window=window)
+            return in_order(lambda batch: prepare_batch_task.submit(batch, fingerprint), batches, window=window)
 
         store = ImageStore(settings.resolved_image_store_url)
         return register_items(items, catalog, store, salt, params.options, total=total, preparer=preparer)

@@ -22,6 +22,7 @@ from annotation.projects import READER_ROLES, ReaderAssignment, image_task, proj
 from annotation.readings import readings_from_export
 from flows.catalog import Catalog, Outcome
 from flows.labelstudio_access import admin_client, load_assignment
+from flows.resilience import SERVICE_RETRIES
 from flows.settings import load_settings
 from schemas.records import Organ, ReaderAnnotation
 from schemas.vocabulary import ORGANS
@@ -112,7 +113,9 @@ def route_disputes(
     return client.import_tasks(project_id, tasks)
 
 
-@task  # the client already retries transient failures with backoff; a wrong token must fail at once
+# the client retries single calls with backoff; a longer outage of Label Studio or the catalog fails the task,
+# which runs again (settled annotations are skipped, disputes are imported once); a wrong token fails at once
+@task(**SERVICE_RETRIES)
 def pull_organ(organ: str, params: PullParams) -> PullSummary:
     settings = load_settings()
     catalog = Catalog(settings.resolved_catalog_url)

@@ -69,7 +69,8 @@ def in_order(submit: Callable[[T], Any], jobs: Iterable[T], *, window: int) -> I
     """Submit jobs (Prefect `task.submit`), at most `window` in flight; yield their results in job order.
 
     A job whose future fails because its worker died (or for any other reason) is submitted again, up
-    to RESUBMISSIONS times: the caller's jobs are idempotent, so a retry repeats nothing visible.
+    to RESUBMISSIONS times: the caller's jobs are idempotent, so a retry repeats nothing visible. An
+    error marked `permanent` (a misconfigured worker) is raised at once.
     """
     pending: deque[tuple[T, Any]] = deque()
 
@@ -77,8 +78,8 @@ def in_order(submit: Callable[[T], Any], jobs: Iterable[T], *, window: int) -> I
         for attempt in range(RESUBMISSIONS + 1):
             try:
                 return future.result()
-            except Exception:
-                if attempt == RESUBMISSIONS:
+            except Exception as err:
+                if attempt == RESUBMISSIONS or getattr(err, "permanent", False):
                     raise
                 future = submit(job)
         raise AssertionError("unreachable")

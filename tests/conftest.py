@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 import atexit
-import glob
 import os
 import shutil
-import socket
-import subprocess
 import tempfile
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,63 +21,33 @@ from flows.prefect_env import configure_prefect_environment  # noqa: E402
 configure_prefect_environment(Path(_PREFECT_HOME))
 atexit.register(shutil.rmtree, _PREFECT_HOME, ignore_errors=True)  # one throw-away home per test process
 
+from tests.postgres import PostgresServer  # noqa: E402
+
 pytest_plugins = ["tests.release_fixtures"]  # the `published` release fixture, shared by the release tests
 TINY_RECIPES = Path(__file__).resolve().parents[1] / "training" / "recipes" / "tiny-random-qwen2.5-vl"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _postgres_bin() -> Path:
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
-    initdb = found[-1] if found else shutil.which("initdb")
-    if not initdb:
-        pytest.fail("PostgreSQL is not installed: scripts/ensure-postgres.sh installs it (make test runs it)")
-    return Path(initdb).parent
+@pytest.fixture(scope="session")
+def postgres_cluster() -> Iterator[PostgresServer]:
+    """One real PostgreSQL server on 127.0.0.1 for the session, in a temporary data directory."""
+    server = PostgresServer()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.destroy()
 
 
 @pytest.fixture(scope="session")
-def postgres_server() -> Iterator[str]:
-    """A real PostgreSQL server on 127.0.0.1 in a temporary data directory; yields its base URL."""
-    bindir = _postgres_bin()
-    data = Path(tempfile.mkdtemp(prefix="lookcloser-pg-"))
-    as_postgres: list[str] = []
-    if os.geteuid() == 0:  # the server refuses to run as root
-        shutil.chown(data, "postgres", "postgres")
-        as_postgres = ["runuser", "-u", "postgres", "--"]
-    port = _free_port()
-    run = lambda *args: subprocess.run([*as_postgres, *args], check=True, capture_output=True)  # noqa: E731
-    run(str(bindir / "initdb"), "-D", str(data / "db"), "-A", "trust", "-U", "lookcloser", "--no-sync")
-    options = f"-h 127.0.0.1 -p {port} -k {data} -c fsync=off -c full_page_writes=off"
-    run(str(bindir / "pg_ctl"), "-D", str(data / "db"), "-o", options, "-l", str(data / "log"), "-w", "start")
-    try:
-        yield f"postgresql+psycopg://lookcloser@127.0.0.1:{port}"
-    finally:
-        subprocess.run(
-            [*as_postgres, str(bindir / "pg_ctl"), "-D", str(data / "db"), "-m", "immediate", "stop"],
-            check=False,
-            capture_output=True,
-        )
-        shutil.rmtree(data, ignore_errors=True)
-
-
-def fresh_database(postgres_server: str) -> str:
-    """Create an empty database on the server; returns its URL."""
-    import psycopg
-
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(f"{postgres_server.replace('+psycopg', '')}/postgres", autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    return f"{postgres_server}/{name}"
+def postgres_server(postgres_cluster: PostgresServer) -> str:
+    """The session server's base URL."""
+    return postgres_cluster.url
 
 
 @pytest.fixture
-def postgres_url(postgres_server: str) -> str:
+def postgres_url(postgres_cluster: PostgresServer) -> str:
     """A fresh, empty database on the session's server."""
-    return fresh_database(postgres_server)
+    return postgres_cluster.create_database()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

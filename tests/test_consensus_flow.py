@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from annotation.readers import ReaderNoise, simulate_reading
 from flows.catalog import Catalog, Outcome
 from flows.cli import main
 from flows.consensus import ConsensusParams, consensus_flow
@@ -13,40 +12,10 @@ from flows.image_store import ImageStore
 from flows.ingestion import IngestOptions, register_items
 from flows.settings import load_settings
 from flows.sources.phantom import phantom_items
-from schemas.records import ReaderAnnotation
+from tests.reader_fixtures import simulated_readings
 
 pytestmark = pytest.mark.integration
 IMAGES = 150
-
-
-def simulated_readings(catalog: Catalog) -> list[ReaderAnnotation]:
-    readings = []
-    for image in catalog.iter_images():
-        difficulty = image.source_metadata["lesion_difficulty"]
-        truth = [(a.box, a.attributes, difficulty[k]) for k, a in enumerate(catalog.source_annotations(image.image_id))]
-        for seed, reader in enumerate(("R1", "R2")):
-            lesions = simulate_reading(
-                truth,
-                image.organ,
-                (image.width, image.height),
-                reader_seed=seed,
-                image_key=image.image_id,
-                config=ReaderNoise(),
-            )
-            readings += [
-                ReaderAnnotation(
-                    image_id=image.image_id,
-                    organ=image.organ,
-                    reader=reader,
-                    lesion_index=k,
-                    box=box,
-                    attributes=attributes,
-                    image_width=image.width,
-                    image_height=image.height,
-                )
-                for k, (box, attributes) in enumerate(sorted(lesions, key=lambda lesion: lesion[0]))
-            ]
-    return readings
 
 
 @pytest.fixture(scope="module")

@@ -24,9 +24,7 @@ IMAGES = 60
 BATCH = 8  # small batches: many more tasks than workers, so ordering across workers is exercised
 
 
-def use(
-    monkeypatch: pytest.MonkeyPatch, workspace: Path, catalog_url: str, runner: str, teachers: str = ""
-) -> None:
+def use(monkeypatch: pytest.MonkeyPatch, workspace: Path, catalog_url: str, runner: str, teachers: str = "") -> None:
     """Select a workspace, catalog and task runner through the environment, as an operator would."""
     monkeypatch.setenv("LOOKCLOSER_WORKSPACE", str(workspace))
     monkeypatch.setenv("LOOKCLOSER_CATALOG_URL", catalog_url)
@@ -73,11 +71,9 @@ def synthesize(monkeypatch, workspace: Path, url: str, runner: str, teachers: li
 
 
 @pytest.fixture(scope="module")
-def single_process(tmp_path_factory, postgres_server, prefect_api, teachers) -> dict:
+def single_process(tmp_path_factory, postgres_cluster, prefect_api, teachers) -> dict:
     """The reference: ingest and synthesis in one process, on its own PostgreSQL database."""
-    from tests.conftest import fresh_database
-
-    url = fresh_database(postgres_server)
+    url = postgres_cluster.create_database()
     workspace = tmp_path_factory.mktemp("single") / "ws"
     with pytest.MonkeyPatch.context() as monkeypatch:
         ingest_and_decide(monkeypatch, workspace, url, "local")
