@@ -129,3 +129,40 @@ def test_a_memory_store_is_refused_for_workers_in_one_line(monkeypatch, tmp_path
     with pytest.raises(SettingsError, match=r"^invalid settings: LOOKCLOSER_IMAGE_STORE_URL is memory://") as err:
         load_settings()
     assert "\n" not in str(err.value)
+
+
+def test_an_s3_image_store_on_a_local_s3_server(tmp_path, postgres_url, prefect_api, monkeypatch):
+    """The store on s3:// (moto's S3-compatible server on 127.0.0.1, as MinIO would be): workers write into it."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    from flows.image_store import ImageStore
+    from tests.postgres import free_port
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    server.start()
+    try:
+        for name, value in {
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "FSSPEC_S3_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+        }.items():
+            monkeypatch.setenv(name, value)
+        boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}").create_bucket(Bucket="lookcloser")
+        use(monkeypatch, tmp_path / "ws", postgres_url, "dask")
+        monkeypatch.setenv("LOOKCLOSER_IMAGE_STORE_URL", "s3://lookcloser/images")
+        monkeypatch.setattr("flows.ingestion.INGEST_BATCH", BATCH)
+        summary = ingest_flow(IngestParams(count=16, seed=11))
+        assert summary.out == 16
+        catalog = Catalog(postgres_url)
+        images = list(catalog.iter_images())
+        catalog.close()
+        objects = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}").list_objects_v2(Bucket="lookcloser")
+        keys = sorted(o["Key"] for o in objects["Contents"])
+        assert keys == sorted(f"images/{i.storage_key}" for i in images)
+        store = ImageStore("s3://lookcloser/images")
+        assert all(store.open(i.storage_key).size == (i.width, i.height) for i in images)
+    finally:
+        server.stop()
