@@ -34,8 +34,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 SECRETS = {
     "LOOKCLOSER_TEACHER_API_KEY": "sk-PLANTED-teacher-key-5b1e",
     "LOOKCLOSER_PATIENT_KEY_SALT": "PLANTED-salt-9d2c",
-    "LOOKCLOSER_HUB_TOKEN": "hf_PLANTEDhubtoken7a4f",
 }
+HUB_TOKEN = "hf_PLANTEDhubtoken7a4f"  # set for the Hub push only: alone it is a configuration error
 DB_PASSWORD = "PLANTED-db-password-3e8a"
 WRONG_LS_TOKEN = "PLANTED-ls-token-0c6d"
 PHI_NAME, PHI_FOLDER = "ZZDOE^JANE 19450203.png", "ZZ-MRN-445566"
@@ -134,7 +134,8 @@ def demo_run(tmp_path_factory, postgres_cluster, training_env):
             }
             outputs["synthesize openai"] = lookcloser(teacher_env, "synthesize", "--backend", "openai")
             served = len(teacher.log)
-        hub_env = env | {"LOOKCLOSER_HUB_REPO_ID": "org/us-vqa", "HF_ENDPOINT": f"http://127.0.0.1:{free_port()}"}
+        hub_env = env | {"LOOKCLOSER_HUB_TOKEN": HUB_TOKEN, "LOOKCLOSER_HUB_REPO_ID": "org/us-vqa"}
+        hub_env["HF_ENDPOINT"] = f"http://127.0.0.1:{free_port()}"  # nothing listens there
         outputs["publish to an unreachable Hub"] = lookcloser(hub_env, "publish", "demo-us", ok=False)
         ls_env = env | {"LOOKCLOSER_LABEL_STUDIO_TOKEN": WRONG_LS_TOKEN}
         outputs["pull with a wrong token"] = lookcloser(ls_env, "pull", ok=False)
@@ -150,7 +151,7 @@ def demo_run(tmp_path_factory, postgres_cluster, training_env):
 
         settings = Settings(workspace=workspace, label_studio_url=env["LOOKCLOSER_LABEL_STUDIO_URL"])
         credentials = read_credentials(settings)
-        client = LabelStudioClient(env["LOOKCLOSER_LABEL_STUDIO_URL"], credentials["token"])
+        client = LabelStudioClient(env["LOOKCLOSER_LABEL_STUDIO_URL"], credentials["admin"]["token"])
         projects = client._sdk.projects.list()
         tasks = [task for project in projects for task in client.export_tasks(project.id)]
         listening = labelstudio_sockets(workspace)
@@ -199,20 +200,30 @@ def test_the_run_used_what_was_planted(demo_run):
     assert any("git history" in name for name in all_outputs(demo_run))
 
 
+def tokens_in(value: object) -> list[str]:
+    """Every `token` value in the local server's credentials (admin, readers, adjudicators)."""
+    if isinstance(value, dict):
+        return [v for k, v in value.items() if k == "token" and isinstance(v, str)] + [
+            t for v in value.values() for t in tokens_in(v)
+        ]
+    if isinstance(value, list):
+        return [t for v in value for t in tokens_in(v)]
+    return []
+
+
 def test_no_secret_in_any_output(demo_run):
-    credentials = demo_run["credentials"]
-    secrets = {**SECRETS, "database password": DB_PASSWORD, "wrong Label Studio token": WRONG_LS_TOKEN}
-    secrets["Label Studio admin token"] = credentials["token"]
-    secrets |= {f"reader token {r['email']}": r["token"] for r in credentials["readers"]}
-    # where a secret is kept by design: the credentials file (mode 600) and Label Studio's own database
+    planted = {**SECRETS, "Hub token": HUB_TOKEN, "database password": DB_PASSWORD}
+    planted["wrong Label Studio token"] = WRONG_LS_TOKEN
+    server_tokens = tokens_in(demo_run["credentials"])
+    assert len(server_tokens) >= 3  # admin and both readers
+    # where the server's tokens are kept by design: the credentials file (mode 600) and Label Studio's database
     keepers = ("labelstudio/credentials.json", "labelstudio/data/")
     for where, data in all_outputs(demo_run).items():
-        for name, secret in secrets.items():
-            if secret in (credentials["token"], *[r["token"] for r in credentials["readers"]]) and where.startswith(
-                keepers
-            ):
-                continue
+        for name, secret in planted.items():
             assert secret.encode() not in data, f"{name} found in {where}"
+        if not where.startswith(keepers):
+            for secret in server_tokens:
+                assert secret.encode() not in data, f"a Label Studio token found in {where}"
 
 
 def test_no_patient_data_or_file_name_in_any_output(demo_run):
