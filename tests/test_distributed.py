@@ -134,6 +134,7 @@ def test_a_memory_store_is_refused_for_workers_in_one_line(monkeypatch, tmp_path
 def test_an_s3_image_store_on_a_local_s3_server(tmp_path, postgres_url, prefect_api, monkeypatch):
     """The store on s3:// (moto's S3-compatible server on 127.0.0.1, as MinIO would be): workers write into it."""
     import boto3
+    import fsspec.config
     from moto.server import ThreadedMotoServer
 
     from flows.image_store import ImageStore
@@ -150,6 +151,8 @@ def test_an_s3_image_store_on_a_local_s3_server(tmp_path, postgres_url, prefect_
             "FSSPEC_S3_ENDPOINT_URL": f"http://127.0.0.1:{port}",
         }.items():
             monkeypatch.setenv(name, value)
+        # fsspec reads FSSPEC_* when imported: this process imported it already, the workers will at start
+        monkeypatch.setitem(fsspec.config.conf, "s3", {"endpoint_url": f"http://127.0.0.1:{port}"})
         boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}").create_bucket(Bucket="lookcloser")
         use(monkeypatch, tmp_path / "ws", postgres_url, "dask")
         monkeypatch.setenv("LOOKCLOSER_IMAGE_STORE_URL", "s3://lookcloser/images")
