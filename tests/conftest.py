@@ -21,7 +21,7 @@ from flows.prefect_env import configure_prefect_environment  # noqa: E402
 configure_prefect_environment(Path(_PREFECT_HOME))
 atexit.register(shutil.rmtree, _PREFECT_HOME, ignore_errors=True)  # one throw-away home per test process
 
-from tests.postgres import PostgresServer  # noqa: E402
+from tests.postgres import PostgresServer, running_postgres  # noqa: E402
 
 pytest_plugins = ["tests.release_fixtures"]  # the `published` release fixture, shared by the release tests
 TINY_RECIPES = Path(__file__).resolve().parents[1] / "training" / "recipes" / "tiny-random-qwen2.5-vl"
@@ -30,12 +30,8 @@ TINY_RECIPES = Path(__file__).resolve().parents[1] / "training" / "recipes" / "t
 @pytest.fixture(scope="session")
 def postgres_cluster() -> Iterator[PostgresServer]:
     """One real PostgreSQL server on 127.0.0.1 for the session, in a temporary data directory."""
-    server = PostgresServer()
-    server.start()
-    try:
+    with running_postgres() as server:
         yield server
-    finally:
-        server.destroy()
 
 
 @pytest.fixture(scope="session")

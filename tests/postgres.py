@@ -9,6 +9,8 @@ import socket
 import subprocess
 import tempfile
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -68,3 +70,14 @@ class PostgresServer:
         with psycopg.connect(f"{self.url.replace('+psycopg', '')}/postgres", autocommit=True) as conn:
             conn.execute(f'CREATE DATABASE "{name}"')
         return f"{self.url}/{name}"
+
+
+@contextmanager
+def running_postgres() -> Iterator[PostgresServer]:
+    """A started server, destroyed (data directory and all) on exit."""
+    server = PostgresServer()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.destroy()

@@ -27,7 +27,7 @@ from flows.settings import load_settings
 from flows.sources.phantom import phantom_items
 from flows.synthesize import SynthesizeParams, run_synthesis
 from tests.catalog_content import catalog_content, content_difference
-from tests.postgres import PostgresServer
+from tests.postgres import PostgresServer, running_postgres
 from tests.reader_fixtures import simulated_readings
 from tests.scripted_openai import ScriptedOpenAIServer
 from tests.teacher_fixtures import phantom_consensus, template_responders
@@ -134,12 +134,8 @@ CONSENSUS_IMAGES = 90
 @pytest.fixture(scope="module")
 def own_postgres() -> Iterator[PostgresServer]:
     """A server of the drill's own: restarting it disturbs no other test's connections."""
-    server = PostgresServer()
-    server.start()
-    try:
+    with running_postgres() as server:
         yield server
-    finally:
-        server.destroy()
 
 
 def read_catalog(url: str, workspace: Path) -> None:
