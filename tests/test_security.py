@@ -248,3 +248,48 @@ def test_services_listen_on_loopback_only(demo_run):
 
     assert demo_run["listening"] and set(demo_run["listening"]) <= {"127.0.0.1"}
     assert PREFECT_DEFAULTS["PREFECT_SERVER_API_HOST"] == "127.0.0.1"
+
+
+# A flow run the way the CLI starts one (no PREFECT_API_URL: Prefect starts its own API server as a
+# child process); the flow reads the sockets that server listens on while it is up.
+PREFECT_PROBE = """
+import sys
+from pathlib import Path
+
+import psutil
+
+from flows.prefect_env import configure_prefect_environment
+
+configure_prefect_environment(Path(sys.argv[1]))
+from prefect import flow
+
+
+@flow
+def listening_addresses() -> list[str]:
+    children = psutil.Process().children(recursive=True)
+    return sorted({
+        conn.laddr.ip
+        for child in children
+        for conn in child.net_connections(kind="inet")
+        if conn.status == psutil.CONN_LISTEN
+    })
+
+
+print("LISTENING", ",".join(listening_addresses()))
+"""
+
+
+def test_prefect_api_server_listens_on_loopback_only(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    done = subprocess.run(
+        [sys.executable, "-c", PREFECT_PROBE, str(tmp_path)],
+        env=env,
+        cwd=Path(__file__).resolve().parents[1],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    line = next(line for line in done.stdout.splitlines() if line.startswith("LISTENING"))
+    addresses = line.split()[1].split(",") if len(line.split()) > 1 else []
+    assert addresses and set(addresses) <= {"127.0.0.1"}
