@@ -48,6 +48,15 @@ def _settings() -> Settings:
     return load_settings()
 
 
+def _require_reachable_cluster(settings: Settings) -> None:
+    """A cluster address nobody answers at is a configuration error, said in one line before the flow runs."""
+    from flows.task_runners import unreachable_cluster
+
+    problem = unreachable_cluster(settings)
+    if problem:
+        raise ConfigError(problem)
+
+
 def _open_catalog(settings: Settings) -> Any:
     from sqlalchemy.exc import OperationalError
 
@@ -302,6 +311,7 @@ def _run_ingest(settings: Settings, params: dict[str, Any]) -> Any:
         first = err.errors()[0]
         where = ".".join(str(part) for part in first["loc"]) or "arguments"
         raise ConfigError(f"invalid {where}: {first['msg']}") from None
+    _require_reachable_cluster(settings)
     try:
         return ingest_flow(validated)
     except TypeError as err:  # an adapter option the adapter does not take
@@ -480,6 +490,7 @@ def synthesize(
         check_config(params, _settings())
     except (PromptError, TeacherConfigError) as err:
         raise ConfigError(str(err)) from None
+    _require_reachable_cluster(_settings())
     summary = synthesize_flow(params)
     quarantined = sum(summary.quarantined.values())
     console.print(

@@ -116,10 +116,23 @@ def check_optional(settings: Settings) -> list[Check]:
     ]
 
 
+def check_task_runner(settings: Settings) -> Check:
+    from flows.task_runners import cluster_address, unreachable_cluster
+
+    problem = unreachable_cluster(settings)
+    if problem:
+        return Check("task runner", "fail", problem)
+    joined = cluster_address(settings)
+    where = f"the cluster at {joined[0]}" if joined else f"{settings.workers} local workers"
+    detail = "threads of the flow's process" if settings.task_runner == "local" else where
+    return Check("task runner", "ok", f"{settings.task_runner}: {detail}")
+
+
 def run_checks(settings: Settings) -> list[Check]:
     return [
         check_catalog(settings),
         check_image_store(settings),
+        check_task_runner(settings),
         check_label_studio(settings),
         *check_teacher(settings),
         *check_optional(settings),

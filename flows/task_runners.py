@@ -13,13 +13,15 @@ the engine the same way.
 from __future__ import annotations
 
 import os
+import socket
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
-from flows.settings import Settings, load_settings
+from flows.settings import ENV_PREFIX, Settings, load_settings
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -63,6 +65,42 @@ class ConfiguredTaskRunner(ThreadPoolTaskRunner):
 
 def is_distributed(settings: Settings) -> bool:
     return settings.task_runner != "local"
+
+
+def cluster_address(settings: Settings) -> tuple[str, str] | None:
+    """(setting name, address) of the existing cluster the settings join; None for a local one."""
+    if settings.task_runner == "dask" and settings.dask_address:
+        return "DASK_ADDRESS", settings.dask_address
+    if settings.task_runner == "ray" and settings.ray_address and settings.ray_address != "auto":
+        return "RAY_ADDRESS", settings.ray_address
+    return None
+
+
+def unreachable_cluster(settings: Settings, *, timeout_s: float = 3.0) -> str | None:
+    """Why the configured cluster cannot be reached (one line), or None when it answers or none is set.
+
+    Checked before a flow run starts: inside the run, Prefect would report the failed connection as a
+    crashed flow with the client library's traceback.
+    """
+    configured = cluster_address(settings)
+    if configured is None:
+        return None
+    name, address = configured
+    parts = urlsplit(address if "://" in address else f"tcp://{address}")
+    try:
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        host, port = None, None
+    if not host or not port:
+        return (
+            f"{ENV_PREFIX}{name}: expected scheme://host:port"  # the value itself is not echoed: it may hold a password
+        )
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            return None
+    except OSError as err:
+        reason = err.strerror or type(err).__name__
+        return f"cannot reach the {settings.task_runner} cluster at {host}:{port} ({ENV_PREFIX}{name}): {reason}"
 
 
 def in_order(submit: Callable[[T], Any], jobs: Iterable[T], *, window: int) -> Iterator[R]:

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from flows.cli import main
+from tests.postgres import free_port
 
 
 def _status(capsys) -> dict:
@@ -131,3 +132,48 @@ def test_doctor_fails_when_the_image_store_is_not_writable(workspace, monkeypatc
     monkeypatch.setenv("LOOKCLOSER_IMAGE_STORE_URL", str(blocker / "images"))
     assert main(["doctor"]) == 2
     assert "image store" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("runner", "variable", "command"),
+    [
+        ("dask", "LOOKCLOSER_DASK_ADDRESS", ["ingest", "phantom", "--option", "count=2"]),
+        ("ray", "LOOKCLOSER_RAY_ADDRESS", ["synthesize", "--backend", "template"]),
+    ],
+)
+def test_unreachable_cluster_is_a_one_line_error_before_the_flow(
+    runner, variable, command, workspace, monkeypatch, capsys
+):
+    port = free_port()  # nothing listens there
+    monkeypatch.setenv("LOOKCLOSER_TASK_RUNNER", runner)
+    monkeypatch.setenv("LOOKCLOSER_IMAGE_STORE_URL", f"file://{workspace / 'images'}")
+    monkeypatch.setenv(variable, f"tcp://127.0.0.1:{port}")
+    assert main(command) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"cannot reach the {runner} cluster at 127.0.0.1:{port}" in err and variable in err
+    assert not (workspace / "images").exists()  # the flow never started
+
+
+def test_cluster_check_accepts_a_listening_address_and_never_echoes_a_malformed_one(workspace, monkeypatch):
+    import socket
+
+    from flows.settings import load_settings
+    from flows.task_runners import unreachable_cluster
+
+    monkeypatch.setenv("LOOKCLOSER_TASK_RUNNER", "dask")
+    monkeypatch.setenv("LOOKCLOSER_IMAGE_STORE_URL", f"file://{workspace / 'images'}")
+    with socket.create_server(("127.0.0.1", 0)) as listening:
+        monkeypatch.setenv("LOOKCLOSER_DASK_ADDRESS", f"tcp://127.0.0.1:{listening.getsockname()[1]}")
+        assert unreachable_cluster(load_settings()) is None
+    monkeypatch.setenv("LOOKCLOSER_DASK_ADDRESS", "admin:hunter2@scheduler")
+    problem = unreachable_cluster(load_settings())
+    assert problem and "LOOKCLOSER_DASK_ADDRESS" in problem and "hunter2" not in problem
+
+
+def test_doctor_fails_on_an_unreachable_cluster(workspace, monkeypatch, capsys):
+    monkeypatch.setenv("LOOKCLOSER_TASK_RUNNER", "dask")
+    monkeypatch.setenv("LOOKCLOSER_IMAGE_STORE_URL", f"file://{workspace / 'images'}")
+    monkeypatch.setenv("LOOKCLOSER_DASK_ADDRESS", f"tcp://127.0.0.1:{free_port()}")
+    assert main(["doctor"]) == 2
+    captured = capsys.readouterr()
+    assert "task runner" in captured.out and "cannot reach the dask cluster" in captured.err
