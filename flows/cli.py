@@ -486,11 +486,12 @@ def synthesize(
         prompt_version=prompt_version,
         timeout_s=timeout,
     )
+    settings = _settings()
     try:
-        check_config(params, _settings())
+        check_config(params, settings)
     except (PromptError, TeacherConfigError) as err:
         raise ConfigError(str(err)) from None
-    _require_reachable_cluster(_settings())
+    _require_reachable_cluster(settings)
     summary = synthesize_flow(params)
     quarantined = sum(summary.quarantined.values())
     console.print(

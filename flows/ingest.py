@@ -23,7 +23,14 @@ from pydantic import BaseModel, Field, model_validator
 
 from flows.catalog import Catalog
 from flows.image_store import ImageStore
-from flows.ingestion import IngestOptions, IngestSummary, PreparedItem, prepare_batch, register_items
+from flows.ingestion import (
+    BatchPreparer,
+    IngestOptions,
+    IngestSummary,
+    PreparedItem,
+    prepare_batch,
+    register_items,
+)
 from flows.settings import Settings, load_settings
 from flows.sources.base import SourceItem
 from flows.sources.phantom import PhantomConfig, phantom_items
@@ -105,17 +112,21 @@ def migrate_catalog() -> str:
         catalog.close()
 
 
-@task
-def ingest_source(params: IngestParams) -> IngestSummary:
-    """Read the source and register every item (batched, resumable)."""
-    settings = load_settings()
+def register_source(params: IngestParams, settings: Settings, preparer: BatchPreparer | None = None) -> IngestSummary:
+    """Read the source and register every item (batched, resumable); `preparer` as in `register_items`."""
     catalog = Catalog(settings.resolved_catalog_url)
     try:
         items, total = source_items(params)
         store = ImageStore(settings.resolved_image_store_url)
-        return register_items(items, catalog, store, settings.salt(), params.options, total=total)
+        return register_items(items, catalog, store, settings.salt(), params.options, total=total, preparer=preparer)
     finally:
         catalog.close()
+
+
+@task
+def ingest_source(params: IngestParams) -> IngestSummary:
+    """Every item prepared and settled in this process."""
+    return register_source(params, load_settings())
 
 
 def summary_markdown(kind: str, summary: IngestSummary) -> str:
@@ -171,21 +182,13 @@ def prepare_batch_task(items: list[SourceItem], fingerprint: str) -> list[Prepar
 
 def ingest_on_cluster(params: IngestParams, settings: Settings) -> IngestSummary:
     """Batches prepared by the flow's Dask / Ray workers, settled here in order (one transaction each)."""
-    salt = settings.salt()  # created before any worker needs it
-    catalog = Catalog(settings.resolved_catalog_url)
-    try:
-        items, total = source_items(params)
-        window = 2 * settings.workers + 2  # enough to keep every worker busy; bounds the pixels in memory
+    fingerprint = settings_fingerprint(settings)  # creates the salt before any worker needs it
+    window = 2 * settings.workers + 2  # enough to keep every worker busy; bounds the pixels in memory
 
-        fingerprint = settings_fingerprint(settings)
+    def preparer(batches: Iterable[list[SourceItem]]) -> Iterator[list[PreparedItem]]:
+        return in_order(lambda batch: prepare_batch_task.submit(batch, fingerprint), batches, window=window)
 
-        def preparer(batches: Iterable[list[SourceItem]]) -> Iterator[list[PreparedItem]]:
-            return in_order(lambda batch: prepare_batch_task.submit(batch, fingerprint), batches, window=window)
-
-        store = ImageStore(settings.resolved_image_store_url)
-        return register_items(items, catalog, store, salt, params.options, total=total, preparer=preparer)
-    finally:
-        catalog.close()
+    return register_source(params, settings, preparer)
 
 
 @flow(name="ingest", task_runner=ConfiguredTaskRunner())

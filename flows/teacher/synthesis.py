@@ -71,10 +71,18 @@ class SynthesisSummary:
 
     def add_work(self, shard: SynthesisSummary) -> None:
         """Count a shard's teacher work into this run's (its outcomes are re-read by the final pass)."""
-        for name in ("requested", "calls", "cached_calls", "repaired", "reseeded", "requests"):
+        counts = (
+            "requested",
+            "calls",
+            "cached_calls",
+            "repaired",
+            "reseeded",
+            "requests",
+            "prompt_tokens",
+            "completion_tokens",
+        )
+        for name in counts:
             setattr(self, name, getattr(self, name) + getattr(shard, name))
-        self.prompt_tokens += shard.prompt_tokens
-        self.completion_tokens += shard.completion_tokens
         self.retries = dict(Counter(self.retries) + Counter(shard.retries))
         self.images_per_request = dict(Counter(self.images_per_request) + Counter(shard.images_per_request))
 
