@@ -56,7 +56,7 @@ def _peak_mb() -> float:
 def _settings(workspace: Path) -> object:
     os.environ["LOOKCLOSER_WORKSPACE"] = str(workspace)
     os.environ["LOOKCLOSER_PATIENT_KEY_SALT"] = "bench"
-    from flows.settings import load_settings
+    from flows.runtime.settings import load_settings
 
     return load_settings()
 
@@ -64,7 +64,7 @@ def _settings(workspace: Path) -> object:
 # ---------------------------------------------------------------------------------------------- set-up
 def write_cases(workspace: Path, count: int, size: int) -> None:
     """The phantom cases on disk (the adapter writes each once; a later pass reads them back)."""
-    from flows.sources.phantom import PhantomConfig, phantom_items
+    from flows.ingest.sources.phantom import PhantomConfig, phantom_items
 
     config = PhantomConfig(width=size, height=size)
     for _ in phantom_items(workspace / "sources", seed=1, count=count, config=config):
@@ -91,9 +91,9 @@ Work = Callable[[], int]
 
 def stage_ingest(workspace: Path, count: int, size: int) -> Work:
     from flows.catalog import Catalog
-    from flows.image_store import ImageStore
-    from flows.ingestion import IngestOptions, register_items
-    from flows.sources.phantom import PhantomConfig, phantom_items
+    from flows.ingest.core import IngestOptions, register_items
+    from flows.ingest.image_store import ImageStore
+    from flows.ingest.sources.phantom import PhantomConfig, phantom_items
 
     settings = _settings(workspace)
     catalog = Catalog(settings.resolved_catalog_url)
@@ -109,7 +109,7 @@ def stage_ingest(workspace: Path, count: int, size: int) -> Work:
 def stage_consensus(workspace: Path, _count: int, _size: int) -> Work:
     from annotation.consensus import ConsensusPolicy
     from flows.catalog import Catalog
-    from flows.consensus import decide_organ
+    from flows.stages.consensus import decide_organ
     from schemas.vocabulary import ORGANS
 
     catalog = Catalog(_settings(workspace).resolved_catalog_url)
@@ -120,7 +120,7 @@ def stage_synthesis(workspace: Path, _count: int, _size: int) -> Work:
     import atexit
 
     from bench.teacher import start_server
-    from flows.synthesize import SynthesizeParams, run_synthesis
+    from flows.stages.synthesize import SynthesizeParams, run_synthesis
 
     server, base_url = start_server(_settings(workspace).resolved_catalog_url, 0.0)
     atexit.register(server.kill)
@@ -136,9 +136,9 @@ def stage_publish(workspace: Path, _count: int, _size: int) -> Work:
     import matplotlib.pyplot  # noqa: F401
 
     from flows.catalog import Catalog
-    from flows.image_store import ImageStore
-    from flows.publish import frame_settings
+    from flows.ingest.image_store import ImageStore
     from flows.release.publish import publish_release
+    from flows.stages.publish import frame_settings
 
     settings = _settings(workspace)
     catalog = Catalog(settings.resolved_catalog_url)

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from flows.sources.phantom import PhantomConfig, iter_cases
+from flows.ingest.sources.phantom import PhantomConfig, iter_cases
 
 THROUGHPUT_TARGET = 0.6
 MEMORY_TARGET = 1.3
@@ -55,9 +55,9 @@ def bare_loop(paths: list[Path]) -> float:
 
 def ingest_folder(folder: Path, work: Path) -> tuple[float, dict]:
     from flows.catalog import Catalog
-    from flows.image_store import ImageStore
-    from flows.ingestion import IngestOptions, register_items
-    from flows.sources.folder import iter_folder_items
+    from flows.ingest.core import IngestOptions, register_items
+    from flows.ingest.image_store import ImageStore
+    from flows.ingest.sources.folder import iter_folder_items
 
     catalog = Catalog(f"sqlite:///{work / 'catalog.sqlite'}")
     store = ImageStore(str(work / "images"))

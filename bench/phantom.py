@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from flows.sources.phantom import PhantomConfig, iter_cases, write_case
+from flows.ingest.sources.phantom import PhantomConfig, iter_cases, write_case
 
 TARGET_SECONDS_PER_100 = 10.0
 

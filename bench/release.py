@@ -43,8 +43,8 @@ def _environment(workspace: Path) -> None:
 
 
 def _frames() -> object:
-    from flows.publish import frame_settings
-    from flows.settings import load_settings
+    from flows.runtime.settings import load_settings
+    from flows.stages.publish import frame_settings
 
     return frame_settings(load_settings())
 
@@ -52,10 +52,10 @@ def _frames() -> object:
 def set_up(workspace: Path, rows: int, size: int) -> int:
     """Phantom consensus and template rationales for at least `rows` records; reused when already there."""
     from flows.catalog import Catalog
-    from flows.image_store import ImageStore
-    from flows.settings import load_settings
-    from flows.sources.phantom import PhantomConfig
-    from flows.synthesize import SynthesizeParams, run_synthesis
+    from flows.ingest.image_store import ImageStore
+    from flows.ingest.sources.phantom import PhantomConfig
+    from flows.runtime.settings import load_settings
+    from flows.stages.synthesize import SynthesizeParams, run_synthesis
 
     _environment(workspace)
     settings = load_settings()
@@ -81,9 +81,9 @@ def child_pyarrow(workspace: Path) -> dict:
     import pyarrow.parquet as pq
 
     from flows.catalog import Catalog
-    from flows.image_store import ImageStore
+    from flows.ingest.image_store import ImageStore
     from flows.release.rows import iter_rows
-    from flows.settings import load_settings
+    from flows.runtime.settings import load_settings
 
     _environment(workspace)
     settings = load_settings()
@@ -119,9 +119,9 @@ def child_pyarrow(workspace: Path) -> dict:
 
 def child_publish(workspace: Path) -> dict:
     from flows.catalog import Catalog
-    from flows.image_store import ImageStore
+    from flows.ingest.image_store import ImageStore
     from flows.release.publish import publish_release
-    from flows.settings import load_settings
+    from flows.runtime.settings import load_settings
 
     _environment(workspace)
     settings = load_settings()

@@ -40,7 +40,7 @@ sys.path.insert(0, str(REPO))
 
 from flows.catalog import Catalog  # noqa: E402
 from flows.catalog.tables import DiversityMarkRow, RationaleRow, StageItemRow, TeacherCacheRow  # noqa: E402
-from flows.image_store import ImageStore  # noqa: E402
+from flows.ingest.image_store import ImageStore  # noqa: E402
 from flows.teacher.backends import OpenAIBackend, SamplingParams, TeacherCall  # noqa: E402
 from flows.teacher.client import EndpointPool, RetryPolicy  # noqa: E402
 from flows.teacher.diversity import DiversityPolicy  # noqa: E402

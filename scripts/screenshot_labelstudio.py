@@ -23,12 +23,12 @@ from pathlib import Path
 import httpx
 import websockets
 
+from annotation.access import read_credentials
 from annotation.client import LabelStudioClient
 from annotation.label_config import label_config
 from annotation.projects import project_title
 from annotation.rationale_review import REVIEW_PROJECT_TITLE, review_label_config
-from flows.labelstudio_access import read_credentials
-from flows.settings import load_settings
+from flows.runtime.settings import load_settings
 
 CHROMIUM_FLAGS = (
     "--headless",

@@ -16,7 +16,7 @@ import pytest
 _PREFECT_HOME = tempfile.mkdtemp(prefix="lookcloser-prefect-")
 os.environ.setdefault("PREFECT_HOME", _PREFECT_HOME)
 os.environ.setdefault("PREFECT_LOGGING_TO_API_ENABLED", "false")  # the harness logs after its API has stopped
-from flows.prefect_env import configure_prefect_environment  # noqa: E402
+from flows.runtime.prefect_env import configure_prefect_environment  # noqa: E402
 
 configure_prefect_environment(Path(_PREFECT_HOME))
 atexit.register(shutil.rmtree, _PREFECT_HOME, ignore_errors=True)  # one throw-away home per test process

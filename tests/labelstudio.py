@@ -6,9 +6,9 @@ import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
+from annotation.access import write_credentials
 from annotation.server import LabelStudioServer, create_reader, ensure_labelstudio_venv, free_port, prepare_data_dir
-from flows.labelstudio_access import write_credentials
-from flows.settings import Settings
+from flows.runtime.settings import Settings
 from schemas.vocabulary import ORGANS
 
 

@@ -8,12 +8,12 @@ import pytest
 from datasets import load_dataset
 
 from flows.catalog import Catalog
-from flows.image_store import ImageStore
+from flows.ingest.image_store import ImageStore
 from flows.release.publish import publish_release
 from flows.release.repository import version_path
 from flows.release.rows import FrameSettings
-from flows.settings import Settings, load_settings
-from flows.synthesize import SynthesizeParams, run_synthesis
+from flows.runtime.settings import Settings, load_settings
+from flows.stages.synthesize import SynthesizeParams, run_synthesis
 from tests.teacher_fixtures import phantom_consensus
 
 FRAMES = FrameSettings(min_pixels=56 * 56, max_pixels=256 * 256, crop_padding=0.0)

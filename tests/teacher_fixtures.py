@@ -8,9 +8,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from flows.catalog import Catalog
-from flows.image_store import ImageStore
-from flows.ingestion import IngestOptions, register_items
-from flows.sources.phantom import PhantomConfig, phantom_items
+from flows.ingest.core import IngestOptions, register_items
+from flows.ingest.image_store import ImageStore
+from flows.ingest.sources.phantom import PhantomConfig, phantom_items
 from flows.teacher.backends import TemplateBackend
 from flows.teacher.prompting import TeacherRequest, load_prompt_bundle
 from flows.teacher.synthesis import build_request

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from flows.cli import main
+from flows.cli.main import main
 from tests.postgres import free_port
 
 
@@ -41,7 +41,7 @@ def test_demo_runs_and_says_where_to_look(workspace, prefect_api, capsys):
 
 def test_read_only_commands_never_import_prefect(workspace):
     code = (
-        "import sys; from flows.cli import main; rc = main(['status', '--json']); "
+        "import sys; from flows.cli.main import main; rc = main(['status', '--json']); "
         "rc = rc or main(['schemas', 'export', sys.argv[1]]); "
         "assert main(['dataset', 'path', 'nothing', '--version', 'v1.0.0']) == 2; "
         "assert 'prefect' not in sys.modules, 'prefect imported'; sys.exit(rc)"
@@ -157,8 +157,8 @@ def test_unreachable_cluster_is_a_one_line_error_before_the_flow(
 def test_cluster_check_accepts_a_listening_address_and_never_echoes_a_malformed_one(workspace, monkeypatch):
     import socket
 
-    from flows.settings import load_settings
-    from flows.task_runners import unreachable_cluster
+    from flows.runtime.settings import load_settings
+    from flows.runtime.task_runners import unreachable_cluster
 
     monkeypatch.setenv("LOOKCLOSER_TASK_RUNNER", "dask")
     monkeypatch.setenv("LOOKCLOSER_IMAGE_STORE_URL", f"file://{workspace / 'images'}")

@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 
 from flows.catalog import Catalog, Outcome
-from flows.cli import main
-from flows.consensus import ConsensusParams, consensus_flow
-from flows.image_store import ImageStore
-from flows.ingestion import IngestOptions, register_items
-from flows.settings import load_settings
-from flows.sources.phantom import phantom_items
+from flows.cli.main import main
+from flows.ingest.core import IngestOptions, register_items
+from flows.ingest.image_store import ImageStore
+from flows.ingest.sources.phantom import phantom_items
+from flows.runtime.settings import load_settings
+from flows.stages.consensus import ConsensusParams, consensus_flow
 from tests.reader_fixtures import simulated_readings
 
 pytestmark = pytest.mark.integration

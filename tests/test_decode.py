@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from flows.decode import DecodeError, check_degenerate, decode_image_file
+from flows.ingest.decode import DecodeError, check_degenerate, decode_image_file
 from tests.bad_files import speckle, write_corpus
 
 

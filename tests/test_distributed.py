@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from flows.catalog import Catalog
-from flows.ingest import IngestParams, ingest_flow
-from flows.settings import load_settings
-from flows.synthesize import SynthesizeParams, synthesize_flow
+from flows.runtime.settings import load_settings
+from flows.stages.ingest import IngestParams, ingest_flow
+from flows.stages.synthesize import SynthesizeParams, synthesize_flow
 from tests.catalog_content import catalog_content, content_difference
 from tests.scripted_openai import ScriptedOpenAIServer
 from tests.teacher_fixtures import template_responders, truth_consensus
@@ -38,7 +38,7 @@ def use(monkeypatch: pytest.MonkeyPatch, workspace: Path, catalog_url: str, runn
 
 def ingest_and_decide(monkeypatch, workspace: Path, url: str, runner: str) -> None:
     use(monkeypatch, workspace, url, runner)
-    monkeypatch.setattr("flows.ingestion.INGEST_BATCH", BATCH)
+    monkeypatch.setattr("flows.ingest.core.INGEST_BATCH", BATCH)
     summary = ingest_flow(IngestParams(count=IMAGES, seed=11))
     assert summary.seen == IMAGES and summary.out + sum(summary.quarantined.values()) == IMAGES
     catalog = Catalog(url)
@@ -122,7 +122,7 @@ def test_a_rerun_on_the_cluster_adds_nothing(single_process, tmp_path, postgres_
 
 
 def test_a_memory_store_is_refused_for_workers_in_one_line(monkeypatch, tmp_path):
-    from flows.settings import SettingsError
+    from flows.runtime.settings import SettingsError
 
     use(monkeypatch, tmp_path / "ws", f"sqlite:///{tmp_path / 'c.sqlite'}", "dask")
     monkeypatch.setenv("LOOKCLOSER_IMAGE_STORE_URL", "memory://images")
@@ -137,7 +137,7 @@ def test_an_s3_image_store_on_a_local_s3_server(tmp_path, postgres_url, prefect_
     import fsspec.config
     from moto.server import ThreadedMotoServer
 
-    from flows.image_store import ImageStore
+    from flows.ingest.image_store import ImageStore
     from tests.postgres import free_port
 
     port = free_port()
@@ -156,7 +156,7 @@ def test_an_s3_image_store_on_a_local_s3_server(tmp_path, postgres_url, prefect_
         boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}").create_bucket(Bucket="lookcloser")
         use(monkeypatch, tmp_path / "ws", postgres_url, "dask")
         monkeypatch.setenv("LOOKCLOSER_IMAGE_STORE_URL", "s3://lookcloser/images")
-        monkeypatch.setattr("flows.ingestion.INGEST_BATCH", BATCH)
+        monkeypatch.setattr("flows.ingest.core.INGEST_BATCH", BATCH)
         summary = ingest_flow(IngestParams(count=16, seed=11))
         assert summary.out == 16
         catalog = Catalog(postgres_url)

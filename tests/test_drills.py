@@ -19,13 +19,13 @@ from pathlib import Path
 import pytest
 
 from flows.catalog import Catalog
-from flows.consensus import ConsensusParams, consensus_flow
-from flows.image_store import ImageStore
-from flows.ingest import IngestParams, ingest_flow
-from flows.ingestion import IngestOptions, register_items
-from flows.settings import load_settings
-from flows.sources.phantom import phantom_items
-from flows.synthesize import SynthesizeParams, run_synthesis
+from flows.ingest.core import IngestOptions, register_items
+from flows.ingest.image_store import ImageStore
+from flows.ingest.sources.phantom import phantom_items
+from flows.runtime.settings import load_settings
+from flows.stages.consensus import ConsensusParams, consensus_flow
+from flows.stages.ingest import IngestParams, ingest_flow
+from flows.stages.synthesize import SynthesizeParams, run_synthesis
 from tests.catalog_content import catalog_content, content_difference
 from tests.postgres import PostgresServer, running_postgres
 from tests.reader_fixtures import simulated_readings
@@ -79,7 +79,7 @@ def dask_cluster() -> Iterator:
 
 
 def test_drill_dask_worker_killed_mid_ingest(tmp_path, postgres_cluster, prefect_api, dask_cluster, monkeypatch):
-    monkeypatch.setattr("flows.ingestion.INGEST_BATCH", INGEST_BATCH)
+    monkeypatch.setattr("flows.ingest.core.INGEST_BATCH", INGEST_BATCH)
     reference_url = postgres_cluster.create_database()
     use_workspace(monkeypatch, tmp_path / "reference", reference_url)
     ingest_flow(IngestParams(count=INGEST_IMAGES, seed=21))
@@ -159,7 +159,7 @@ def test_drill_postgres_restarted_mid_consensus(tmp_path, own_postgres, prefect_
     reference = catalog_content(reference_url)
 
     use_workspace(monkeypatch, tmp_path / "drill", drill_url)
-    monkeypatch.setattr("flows.consensus.CONSENSUS_BATCH", 50)  # several commits per organ
+    monkeypatch.setattr("flows.stages.consensus.CONSENSUS_BATCH", 50)  # several commits per organ
     save = Catalog.save_consensus
     calls: list[str] = []
     failures: list[str] = []
@@ -194,7 +194,7 @@ PULL_IMAGES = 24
 @pytest.fixture(scope="module")
 def read_in_labelstudio(tmp_path_factory, prefect_api) -> Iterator[dict]:
     """A Label Studio of the drill's own, with phantom images pushed and read by two simulated readers."""
-    from flows.annotate import AnnotateParams, annotate_flow, simulate_readers_flow
+    from flows.stages.annotate import AnnotateParams, annotate_flow, simulate_readers_flow
     from tests.labelstudio import register_readers, running_labelstudio
 
     root = tmp_path_factory.mktemp("ls-drill")
@@ -217,7 +217,7 @@ def read_in_labelstudio(tmp_path_factory, prefect_api) -> Iterator[dict]:
 
 def test_drill_labelstudio_restarted_mid_pull(read_in_labelstudio, tmp_path, monkeypatch):
     from annotation.client import LabelStudioClient
-    from flows.pull import PullParams, pull_flow
+    from flows.stages.pull import PullParams, pull_flow
 
     server, before_pull = read_in_labelstudio["server"], read_in_labelstudio["catalog_file"]
     reference_file, drill_file = tmp_path / "reference.sqlite", tmp_path / "drill.sqlite"

@@ -12,8 +12,8 @@ import pytest
 from PIL import Image
 
 from flows.catalog import Catalog
-from flows.image_store import ImageStore
-from flows.settings import load_settings
+from flows.ingest.image_store import ImageStore
+from flows.runtime.settings import load_settings
 from schemas.trajectory import ZOOM_PROMPT
 from tests.scripted_openai import ScriptedOpenAIServer
 from tests.teacher_fixtures import phantom_consensus
@@ -24,7 +24,7 @@ ROLLOUTS = 8
 
 @pytest.fixture
 def released(workspace, prefect_api, capsys):
-    from flows.cli import main
+    from flows.cli.main import main
 
     settings = load_settings()
     catalog = Catalog(settings.resolved_catalog_url)
@@ -57,7 +57,7 @@ def oracle(rows):
 
 
 def test_scripted_oracle_gives_known_metrics_and_n_is_one_request(released, workspace, capsys):
-    from flows.cli import main
+    from flows.cli.main import main
 
     rows = released
     assert rows and {r.confidence for r in rows} == {0, 1}
@@ -90,7 +90,7 @@ def test_scripted_oracle_gives_known_metrics_and_n_is_one_request(released, work
 
 
 def test_single_turn_baseline_sends_no_crop(released, workspace):
-    from flows.cli import main
+    from flows.cli.main import main
 
     with ScriptedOpenAIServer(oracle(released), model="oracle") as server:
         argv = ["evaluate", "--dataset", "us", "--version", "v1.0.0", "--endpoint", server.base_url]
@@ -108,7 +108,7 @@ def test_single_turn_baseline_sends_no_crop(released, workspace):
 
 
 def test_bad_evaluation_requests_are_one_line_errors(workspace, prefect_api, capsys):
-    from flows.cli import main
+    from flows.cli.main import main
 
     assert main(["evaluate", "--dataset", "us", "--version", "v1.0.0", "--endpoint", "http://x", "--model", "m"]) == 2
     assert "exactly one of endpoint or model" in capsys.readouterr().err
@@ -117,7 +117,7 @@ def test_bad_evaluation_requests_are_one_line_errors(workspace, prefect_api, cap
 
 
 def test_the_tiny_model_through_vllm_produces_the_report(vllm_server, released, workspace):
-    from flows.cli import main
+    from flows.cli.main import main
     from tests.vllm_server import SERVED_MODEL_NAME
 
     argv = ["evaluate", "--dataset", "us", "--version", "v1.0.0", "--endpoint", vllm_server.base_url]
@@ -134,7 +134,7 @@ def test_a_local_checkpoint_is_evaluated_in_the_training_environment(
 ):
     import shutil
 
-    from flows.cli import main
+    from flows.cli.main import main
 
     shutil.copytree(small_release.parents[1] / "small", workspace / "releases" / "small")
     argv = ["evaluate", "--dataset", "small", "--version", "v1.0.0", "--split", "train", "--model", str(format_model)]

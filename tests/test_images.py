@@ -2,7 +2,7 @@ import io
 
 from PIL import Image, ImageFilter
 
-from flows.images import assign_split, hamming, image_id, patient_key, phash
+from flows.ingest.identity import assign_split, hamming, image_id, patient_key, phash
 
 
 def _image(seed=0):

@@ -23,9 +23,9 @@ from sqlalchemy.orm import Session
 
 from flows.catalog import Catalog
 from flows.catalog.tables import StageItemRow
-from flows.cli import main
-from flows.ingestion import ref_id
-from flows.settings import load_settings
+from flows.cli.main import main
+from flows.ingest.core import ref_id
+from flows.runtime.settings import load_settings
 from tests.bad_files import png_bytes, speckle, write_corpus
 from tests.dicom_factory import PHI_TAGS, ultrasound_dataset, ultrasound_region, with_regions, write
 

@@ -5,10 +5,10 @@ import pytest
 from PIL import Image
 
 from flows.catalog import Catalog
-from flows.image_store import ImageStore
-from flows.ingestion import IngestOptions, ref_id, register_items
-from flows.sources.base import SourceItem
-from flows.sources.phantom import HEADER_HEIGHT, phantom_items
+from flows.ingest.core import IngestOptions, ref_id, register_items
+from flows.ingest.image_store import ImageStore
+from flows.ingest.sources.base import SourceItem
+from flows.ingest.sources.phantom import HEADER_HEIGHT, phantom_items
 
 SALT = b"test-salt"
 

@@ -9,7 +9,7 @@ import pytest
 
 from annotation.client import LabelStudioClient
 from annotation.server import free_port
-from flows.cli import main
+from flows.cli.main import main
 
 pytestmark = pytest.mark.integration
 

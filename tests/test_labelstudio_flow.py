@@ -11,20 +11,20 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from annotation.access import admin_client, load_assignment, read_credentials
 from annotation.client import LabelStudioAuthError, LabelStudioClient
 from annotation.consensus import readers_disagree
 from annotation.label_config import label_config, result_from_reading
 from annotation.projects import READER_ROLES, project_title
 from annotation.readers import ReaderNoise, simulate_reading
-from flows.annotate import AnnotateParams, annotate_flow, simulate_readers_flow
 from flows.catalog import Catalog
-from flows.cli import main
-from flows.image_store import ImageStore
-from flows.ingestion import IngestOptions, register_items
-from flows.labelstudio_access import admin_client, load_assignment, read_credentials
-from flows.pull import PullParams, pull_flow
-from flows.settings import load_settings
-from flows.sources.phantom import phantom_items
+from flows.cli.main import main
+from flows.ingest.core import IngestOptions, register_items
+from flows.ingest.image_store import ImageStore
+from flows.ingest.sources.phantom import phantom_items
+from flows.runtime.settings import load_settings
+from flows.stages.annotate import AnnotateParams, annotate_flow, simulate_readers_flow
+from flows.stages.pull import PullParams, pull_flow
 from schemas.vocabulary import ORGANS
 from tests.labelstudio import register_readers
 

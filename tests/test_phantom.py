@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from flows.sources.phantom import HEADER_HEIGHT, PhantomConfig, generate_case, iter_cases, phantom_items
+from flows.ingest.sources.phantom import HEADER_HEIGHT, PhantomConfig, generate_case, iter_cases, phantom_items
 from schemas.frames import iou
 from schemas.vocabulary import load_vocabulary
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from flows.catalog import Catalog
-from flows.image_store import ImageStore
-from flows.pipeline import PipelineParams, dataset_version, pipeline_flow
-from flows.settings import SettingsError, load_settings
+from flows.ingest.image_store import ImageStore
+from flows.runtime.settings import SettingsError, load_settings
+from flows.stages.pipeline import PipelineParams, dataset_version, pipeline_flow
 from tests.teacher_fixtures import phantom_consensus
 
 LABEL_STUDIO_AND_TRAINING = ["annotate", "pull", "consensus", "train", "evaluate"]

@@ -12,14 +12,14 @@ import pytest
 import yaml
 from PIL import Image
 
-from flows.publish import PublishParams, push_to_hub, run_publish
 from flows.release.card import NOT_DECLARED, load_provenance
 from flows.release.exports import export_release
 from flows.release.hub import HubPushError
 from flows.release.publish import ReleaseBlockedError, publish_release
 from flows.release.repository import version_path, versions
 from flows.release.validation import DistributionBounds
-from flows.settings import SettingsError, load_settings
+from flows.runtime.settings import SettingsError, load_settings
+from flows.stages.publish import PublishParams, push_to_hub, run_publish
 from tests.release_fixtures import FRAMES
 
 

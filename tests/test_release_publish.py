@@ -7,11 +7,11 @@ import pytest
 from datasets import load_dataset
 
 from flows.catalog import Catalog
-from flows.image_store import ImageStore
+from flows.ingest.image_store import ImageStore
 from flows.release.publish import ReleaseBlockedError, publish_release
 from flows.release.repository import ReleaseError, version_path, versions
-from flows.settings import load_settings
-from flows.synthesize import SynthesizeParams, run_synthesis
+from flows.runtime.settings import load_settings
+from flows.stages.synthesize import SynthesizeParams, run_synthesis
 from schemas.crop import crop
 from tests.release_fixtures import FRAMES, load
 from tests.teacher_fixtures import phantom_consensus
@@ -73,7 +73,7 @@ def test_a_failing_suite_blocks_the_release_and_leaves_the_last_one_intact(publi
 
 
 def test_cli_publish_dataset_path_and_status(workspace, prefect_api, capsys):
-    from flows.cli import main
+    from flows.cli.main import main
 
     settings = load_settings()
     catalog = Catalog(settings.resolved_catalog_url)

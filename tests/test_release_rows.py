@@ -10,10 +10,10 @@ import pytest
 from PIL import Image
 
 from flows.catalog import Catalog
-from flows.image_store import ImageStore
+from flows.ingest.image_store import ImageStore
 from flows.release.rows import FrameSettings, iter_rows
-from flows.settings import load_settings
-from flows.synthesize import SynthesizeParams, run_synthesis
+from flows.runtime.settings import load_settings
+from flows.stages.synthesize import SynthesizeParams, run_synthesis
 from schemas.crop import crop, model_frame_image
 from schemas.frames import model_size, to_model_box
 from schemas.trajectory import parse_trajectory

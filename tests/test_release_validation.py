@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from flows.catalog import Catalog
-from flows.image_store import ImageStore
+from flows.ingest.image_store import ImageStore
 from flows.release.rows import FrameSettings, iter_rows
 from flows.release.validation import (
     add_split_facts,
@@ -15,8 +15,8 @@ from flows.release.validation import (
     row_facts,
     validate_rows,
 )
-from flows.settings import load_settings
-from flows.synthesize import SynthesizeParams, run_synthesis
+from flows.runtime.settings import load_settings
+from flows.stages.synthesize import SynthesizeParams, run_synthesis
 from tests.teacher_fixtures import phantom_consensus
 
 FRAMES = FrameSettings(min_pixels=56 * 56, max_pixels=256 * 256)

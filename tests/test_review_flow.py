@@ -7,6 +7,7 @@ from collections import Counter
 
 import pytest
 
+from annotation.access import admin_client
 from annotation.rationale_review import (
     REVIEW_PROJECT_TITLE,
     review_label_config,
@@ -15,11 +16,10 @@ from annotation.rationale_review import (
     verdict_from_result,
 )
 from flows.catalog import Catalog
-from flows.image_store import ImageStore
-from flows.labelstudio_access import admin_client
-from flows.review import ReviewParams, acceptance, push_reviews, review_flow
-from flows.settings import load_settings
-from flows.synthesize import SynthesizeParams, run_synthesis
+from flows.ingest.image_store import ImageStore
+from flows.runtime.settings import load_settings
+from flows.stages.review import ReviewParams, acceptance, push_reviews, review_flow
+from flows.stages.synthesize import SynthesizeParams, run_synthesis
 from schemas.records import Rationale
 from schemas.vocabulary import ORGANS
 from tests.labelstudio import register_readers

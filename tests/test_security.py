@@ -64,7 +64,7 @@ def plant_patient_sources(root: Path) -> tuple[Path, Path]:
 def lookcloser(env: dict[str, str], *args: str, ok: bool | None = True) -> str:
     """Run the CLI as a user would; `ok` None: any exit status."""
     result = subprocess.run(
-        [sys.executable, "-m", "flows.cli", *args], env=env, capture_output=True, text=True, check=False
+        [sys.executable, "-m", "flows.cli.main", *args], env=env, capture_output=True, text=True, check=False
     )
     output = result.stdout + result.stderr
     if ok is not None:
@@ -145,9 +145,9 @@ def demo_run(tmp_path_factory, postgres_cluster, training_env):
         )
         outputs["status"] = lookcloser(env, "status")
         outputs["doctor"] = lookcloser(env, "doctor", ok=None)
+        from annotation.access import read_credentials
         from annotation.client import LabelStudioClient
-        from flows.labelstudio_access import read_credentials
-        from flows.settings import Settings
+        from flows.runtime.settings import Settings
 
         settings = Settings(workspace=workspace, label_studio_url=env["LOOKCLOSER_LABEL_STUDIO_URL"])
         credentials = read_credentials(settings)
@@ -244,7 +244,7 @@ def test_the_release_holds_no_reader_email_and_no_source_file_name(demo_run):
 
 
 def test_services_listen_on_loopback_only(demo_run):
-    from flows.prefect_env import PREFECT_DEFAULTS
+    from flows.runtime.prefect_env import PREFECT_DEFAULTS
 
     assert demo_run["listening"] and set(demo_run["listening"]) <= {"127.0.0.1"}
     assert PREFECT_DEFAULTS["PREFECT_SERVER_API_HOST"] == "127.0.0.1"
@@ -258,7 +258,7 @@ from pathlib import Path
 
 import psutil
 
-from flows.prefect_env import configure_prefect_environment
+from flows.runtime.prefect_env import configure_prefect_environment
 
 configure_prefect_environment(Path(sys.argv[1]))
 from prefect import flow

@@ -1,6 +1,6 @@
 import pytest
 
-from flows.settings import SettingsError, load_settings
+from flows.runtime.settings import SettingsError, load_settings
 
 
 def test_defaults_live_in_the_workspace(workspace):

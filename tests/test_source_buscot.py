@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from flows.sources.buscot import BOUNDARY_CONFIDENCE, CALCIFICATION_MAP, EDGE_TO_MARGIN, iter_buscot_items
+from flows.ingest.sources.buscot import BOUNDARY_CONFIDENCE, CALCIFICATION_MAP, EDGE_TO_MARGIN, iter_buscot_items
 from schemas.vocabulary import normalize_value
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from flows.sources.ddti import DDTI_VALUES, ddti_value, iter_ddti_items
+from flows.ingest.sources.ddti import DDTI_VALUES, ddti_value, iter_ddti_items
 from schemas.records import SourceAnnotation
 from schemas.vocabulary import normalize_value
 

@@ -19,8 +19,8 @@ from pydicom.uid import (
     RLELossless,
 )
 
-from flows.sources.base import SourceItem
-from flows.sources.dicom import REASONS, iter_dicom_items
+from flows.ingest.sources.base import SourceItem
+from flows.ingest.sources.dicom import REASONS, iter_dicom_items
 from tests.dicom_factory import (
     PHI_TAGS,
     color_pattern,

@@ -10,7 +10,7 @@ import pytest
 from openpyxl import Workbook
 from PIL import Image, ImageDraw
 
-from flows.sources.folder import breast_attribute_value, detect_layout, iter_folder_items
+from flows.ingest.sources.folder import breast_attribute_value, detect_layout, iter_folder_items
 from schemas.records import SourceAnnotation
 from schemas.vocabulary import normalize_value
 

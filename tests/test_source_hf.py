@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from flows.sources.hf import iter_hf_items
+from flows.ingest.sources.hf import iter_hf_items
 from schemas.vocabulary import normalize_value
 
 LESION_BOX = [30.0, 20.0, 60.0, 44.0]

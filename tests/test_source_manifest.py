@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from flows.sources.manifest import iter_manifest_items
+from flows.ingest.sources.manifest import iter_manifest_items
 from schemas.vocabulary import normalize_value
 
 LESION_BOX = [30.0, 20.0, 60.0, 44.0]

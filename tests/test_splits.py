@@ -1,7 +1,7 @@
 import numpy as np
 
-from flows.images import patient_key
-from flows.splits import KnownImage, SplitAssigner
+from flows.ingest.identity import patient_key
+from flows.ingest.splits import KnownImage, SplitAssigner
 
 
 def _assigner(**overrides):

@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 
 from flows.catalog import Catalog
-from flows.image_store import ImageStore
-from flows.settings import load_settings
-from flows.synthesize import SynthesizeParams, run_synthesis
+from flows.ingest.image_store import ImageStore
+from flows.runtime.settings import load_settings
+from flows.stages.synthesize import SynthesizeParams, run_synthesis
 from tests.scripted_openai import FaultPlan, ScriptedOpenAIServer
 from tests.teacher_fixtures import phantom_consensus, template_responders
 
@@ -37,8 +37,8 @@ PARAMS = {
     "progress": False,
 }
 RUNNER = (
-    "from flows.settings import load_settings\n"
-    "from flows.synthesize import SynthesizeParams, run_synthesis\n"
+    "from flows.runtime.settings import load_settings\n"
+    "from flows.stages.synthesize import SynthesizeParams, run_synthesis\n"
     f"run_synthesis(SynthesizeParams(**{PARAMS!r}), load_settings())\n"
 )
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 import pytest
 
 from flows.catalog import Catalog
-from flows.image_store import ImageStore
-from flows.settings import load_settings
-from flows.synthesize import SynthesizeParams, run_synthesis
+from flows.ingest.image_store import ImageStore
+from flows.runtime.settings import load_settings
+from flows.stages.synthesize import SynthesizeParams, run_synthesis
 from tests.teacher_fixtures import phantom_consensus
 
 CANDIDATES = 2

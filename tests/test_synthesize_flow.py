@@ -7,10 +7,10 @@ import json
 import pytest
 
 from flows.catalog import Catalog
-from flows.cli import main
-from flows.image_store import ImageStore
-from flows.settings import load_settings
-from flows.synthesize import SynthesizeParams, run_synthesis
+from flows.cli.main import main
+from flows.ingest.image_store import ImageStore
+from flows.runtime.settings import load_settings
+from flows.stages.synthesize import SynthesizeParams, run_synthesis
 from schemas.frames import model_size, to_model_box
 from schemas.trajectory import AssemblyError, assemble_trajectory, parse_trajectory
 from schemas.vocabulary import load_vocabulary

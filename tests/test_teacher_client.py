@@ -8,9 +8,9 @@ import random
 import pytest
 
 from flows.catalog import Catalog
-from flows.image_store import ImageStore
-from flows.settings import load_settings
-from flows.synthesize import SynthesizeParams, run_synthesis
+from flows.ingest.image_store import ImageStore
+from flows.runtime.settings import load_settings
+from flows.stages.synthesize import SynthesizeParams, run_synthesis
 from flows.teacher.client import EndpointPool, RetryPolicy, TeacherRejectedError, TeacherUnavailableError
 from tests.scripted_openai import FaultPlan, ScriptedOpenAIServer
 from tests.teacher_fixtures import phantom_consensus, template_responders
@@ -91,7 +91,7 @@ def test_the_api_key_authenticates_and_never_reaches_logs_reports_or_the_catalog
 
 
 def test_doctor_checks_each_replica_serves_the_model_with_the_key(workspace, monkeypatch):
-    from flows.doctor import check_teacher
+    from flows.runtime.doctor import check_teacher
 
     secret = "sk-doctor-secret-42"
     with (

@@ -127,9 +127,9 @@ def test_a_release_without_the_contract_columns_is_refused(small_release, tmp_pa
 # ------------------------------------------------------------------------------------------ the job
 def test_lookcloser_train_runs_sft_then_grpo_on_a_published_version(workspace, prefect_api, training_env, capsys):
     from flows.catalog import Catalog
-    from flows.cli import main
-    from flows.image_store import ImageStore
-    from flows.settings import load_settings
+    from flows.cli.main import main
+    from flows.ingest.image_store import ImageStore
+    from flows.runtime.settings import load_settings
     from tests.teacher_fixtures import phantom_consensus
 
     settings = load_settings()
@@ -157,7 +157,7 @@ def test_lookcloser_train_runs_sft_then_grpo_on_a_published_version(workspace, p
 def test_lookcloser_train_refuses_bad_input_before_loading_a_model(workspace, prefect_api, small_release, capsys):
     import shutil as sh
 
-    from flows.cli import main
+    from flows.cli.main import main
 
     assert main(["train", "--dataset", "nothing", "--version", "v1.0.0"]) == 2
     assert "has no version v1.0.0" in capsys.readouterr().err
@@ -176,7 +176,7 @@ def test_the_gpu_deployment_points_at_the_train_flow_with_valid_parameters():
 
     import yaml as yml
 
-    from flows.train import TrainParams, recipe_files
+    from flows.stages.train import TrainParams, recipe_files
 
     spec = yml.safe_load((Path(__file__).resolve().parents[1] / "prefect.yaml").read_text())
     train = next(d for d in spec["deployments"] if d["entrypoint"].endswith(":train_flow"))

@@ -37,7 +37,7 @@ from flows.catalog.tables import (
     StageItemRow,
     TeacherCacheRow,
 )
-from flows.splits import KnownImage
+from flows.ingest.splits import KnownImage
 from schemas.records import (
     ConsensusRecord,
     ImageRecord,

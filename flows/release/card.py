@@ -31,7 +31,7 @@ from flows.release.validation import ValidationReport
 from schemas.crop import CROP_VERSION
 from schemas.trajectory import TRAJECTORY_VERSION
 
-PROVENANCE_FILE = Path(__file__).parents[1] / "sources" / "provenance.yaml"
+PROVENANCE_FILE = Path(__file__).parents[1] / "ingest" / "sources" / "provenance.yaml"
 ASSETS = "assets"  # plots inside the release folder, linked from the card
 NOT_DECLARED = "not declared"
 

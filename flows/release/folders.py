@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from flows.settings import Settings
+from flows.runtime.settings import Settings
 
 
 def release_folder(settings: Settings, name: str) -> Path:

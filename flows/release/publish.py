@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from flows.catalog import Catalog
-from flows.image_store import ImageStore
+from flows.ingest.image_store import ImageStore
 from flows.release.card import ASSETS, CardContext, CardFacts, card_text, load_provenance
 from flows.release.hub import HubPush
 from flows.release.repository import commit_release, discard_uncommitted, ensure_repository
@@ -26,7 +26,7 @@ from flows.release.validation import (
     row_facts,
     validate_rows,
 )
-from flows.review_report import acceptance
+from flows.reports.review import acceptance
 from schemas.records import Sample
 
 
@@ -75,7 +75,7 @@ def card_context(
     """Plots into `folder/assets` (labels per organ; reader agreement from the catalog) and expert acceptance."""
     from annotation.agreement import plot_label_distribution, statistics_markdown  # matplotlib: only releases pay
     from annotation.consensus import ConsensusPolicy
-    from flows.agreement_report import organ_plots
+    from flows.reports.agreement import organ_plots
 
     assets = folder / ASSETS
     shutil.rmtree(assets, ignore_errors=True)

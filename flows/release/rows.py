@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from PIL import Image
 
 from flows.catalog import Catalog
-from flows.image_store import ImageStore
+from flows.ingest.image_store import ImageStore
 from schemas.crop import crop, model_frame_image
 from schemas.records import ConsensusRecord, ImageRecord, Rationale, Sample
 from schemas.trajectory import AssemblyError, assemble_trajectory

@@ -21,7 +21,7 @@ from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 
 from PIL import Image
 
-from flows.image_store import ImageStore
+from flows.ingest.image_store import ImageStore
 from flows.teacher.prompting import TeacherRequest
 from schemas.crop import crop, model_frame_image
 

@@ -1,0 +1,425 @@
+"""DICOM source adapter: ultrasound DICOM files (still images and cine loops) → `SourceItem`s.
+
+Scanners and PACS exports deliver ultrasound as DICOM, so this is where patient data is densest:
+every tag can name the patient, the site or the staff, and the pixels often carry a burned-in
+header. De-identification here follows the DICOM basic confidentiality profile by *not carrying*
+tags: pixels are decoded in the adapter and only an allow-list of technical values reaches
+`SourceItem.metadata`. PatientID is handed over once, in `patient_id`, for ingest to salt and hash.
+The ultrasound region (`SequenceOfUltrasoundRegions`) becomes `us_region`, so ingest cuts burned-in
+text away; a file that declares burned-in text but no region is quarantined rather than guessed at.
+
+Which files are read: under a folder, every file named `*.dcm` / `*.dicom` (any case) and every file
+with the DICOM Part 10 preamble ("DICM" at byte 128), whatever its name; such a file that does not
+parse is quarantined as `not_dicom`. Other files (READMEs, thumbnails, `.DS_Store`) are skipped
+silently and only counted, because export folders are full of them and quarantining each would drown
+the real failures. A DICOMDIR (an index, no pixels) is skipped too. A file given directly as `root`
+is always read. Symbolic links to folders are not followed, so a link loop cannot hang the walk.
+
+File names, tag values and pydicom's own messages (which quote tag values) never reach a log: only
+counts and exception type names are logged, and pydicom's loggers and warnings are silenced while a
+file is read or decoded.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pydicom.pixels import apply_color_lut, convert_color_space, get_decoder
+from pydicom.uid import (
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    MediaStorageDirectoryStorage,
+)
+
+from flows.ingest.decode import check_degenerate, window_to_8bit
+from flows.ingest.sources.base import SourceItem
+from schemas.vocabulary import ORGANS
+
+log = logging.getLogger(__name__)
+
+DICOM_SUFFIXES = frozenset({".dcm", ".dicom"})
+PREAMBLE_LENGTH = 128  # the Part 10 preamble; "DICM" follows it
+FRAME_MODES = ("middle", "first", "all", "stride")
+REGION_SPATIAL_FORMAT_2D = 1  # (0018,6012): 1 = 2D (B-mode); M-mode, Doppler spectra and graphics are other codes
+PHYSICAL_UNITS_CM = 3  # (0018,6024/6026): 3 = cm
+MM_PER_CM = 10.0
+DEFER_BYTES = "1 MB"  # pixel data is read only once a file has passed its header checks
+
+# (implicit VR, little endian) as found by a forced read → the transfer syntax it implies
+_ENCODING_SYNTAXES: dict[tuple[bool | None, bool | None], str] = {
+    (True, True): ImplicitVRLittleEndian,
+    (False, True): ExplicitVRLittleEndian,
+    (False, False): ExplicitVRBigEndian,
+}
+
+# BodyPartExamined (CS, upper case) → organ; the organ argument, when given, wins.
+BODY_PART_ORGANS: dict[str, str] = {
+    "BREAST": "breast",
+    "LIVER": "liver",
+    "ABDOMEN": "liver",
+    "THYROID": "thyroid",
+    "NECK": "thyroid",
+}
+
+# Every reason this adapter puts in `SourceItem.error`.
+REASONS: tuple[str, ...] = (
+    "file_unreadable",
+    "not_dicom",
+    "dicom_without_pixel_data",
+    "organ_unknown",
+    "burned_in_text_without_region",
+    "unsupported_transfer_syntax",
+    "dicom_decode_failed",
+    "unsupported_photometric_interpretation",
+    "image_too_small",  # from flows.ingest.decode.check_degenerate
+    "near_constant_image",  # idem: blank cine frames are common
+)
+
+# Allow-listed values are checked against their DICOM value representation, so free text that a site
+# typed into the wrong tag (a name in BodyPartExamined) is dropped instead of carried.
+_CODE_STRING = re.compile(r"[A-Z0-9 _]{1,16}")  # CS
+_UID = re.compile(r"[0-9.]{1,64}")  # UI
+
+# pydicom logs and warns with tag values ("Invalid value for VR PN: 'SMITH^JOHN'"): drop them while we read.
+_SILENCED: ContextVar[bool] = ContextVar("lookcloser_dicom_silenced", default=False)
+_THIRD_PARTY_LOGGERS = ("pydicom", "pydicom.pixels.decoders.base", "pydicom.pixels.utils", "pylibjpeg")
+
+
+class _DropWhileSilenced(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not _SILENCED.get()
+
+
+for _name in _THIRD_PARTY_LOGGERS:
+    _logger = logging.getLogger(_name)
+    if not any(isinstance(f, _DropWhileSilenced) for f in _logger.filters):
+        _logger.addFilter(_DropWhileSilenced())
+
+
+@contextmanager
+def _silenced() -> Iterator[None]:
+    """Keep pydicom's messages (which may quote tag values) out of logs and stderr."""
+    token = _SILENCED.set(True)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        _SILENCED.reset(token)
+
+
+class _RejectedError(Exception):
+    """The file or frame cannot become an item; `reason` is the quarantine reason."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class _Options:
+    organ: str | None
+    frames: str
+    frame_stride: int
+    require_us_region_when_burned_in: bool
+
+
+@dataclass(frozen=True)
+class _Header:
+    """What the header decides before any pixel is decoded."""
+
+    organ: str
+    patient_id: str | None
+    us_region: list[int] | None
+    frame_indices: list[int]
+    number_of_frames: int
+    metadata: dict[str, Any]
+
+
+def iter_dicom_items(
+    root: Path,
+    *,
+    organ: str | None = None,
+    frames: str = "middle",
+    frame_stride: int = 10,
+    require_us_region_when_burned_in: bool = True,
+) -> Iterator[SourceItem]:
+    """One item per selected frame of every DICOM file under `root` (a folder or one file)."""
+    if organ is not None and organ not in ORGANS:
+        raise ValueError(f"organ must be one of {', '.join(ORGANS)}, not {organ!r}")
+    if frames not in FRAME_MODES:
+        raise ValueError(f"frames must be one of {', '.join(FRAME_MODES)}, not {frames!r}")
+    if frame_stride < 1:
+        raise ValueError("frame_stride must be at least 1")
+    root = Path(root)
+    if not root.exists():
+        raise FileNotFoundError("the DICOM source path does not exist")  # the path itself may hold PHI
+    options = _Options(organ, frames, frame_stride, require_us_region_when_burned_in)
+    return _walk(root, options)  # arguments are checked now, not at the first next()
+
+
+def _walk(root: Path, options: _Options) -> Iterator[SourceItem]:
+    read, skipped = 0, 0
+    for path, rel, named_dicom in _files(root):
+        items = _file_items(path, rel, named_dicom, options)
+        first = next(items, None)
+        if first is None:
+            skipped += 1
+            continue
+        read += 1
+        yield first
+        yield from items
+    log.info("dicom source: %d files read, %d skipped (not DICOM, or a DICOMDIR)", read, skipped)
+
+
+def _files(root: Path) -> Iterator[tuple[Path, str, bool]]:
+    """(path, path relative to root, named like DICOM) in a deterministic order."""
+    if root.is_file():
+        yield root, root.name, True
+        return
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        dirnames.sort()  # in place: os.walk then descends in sorted order
+        for name in sorted(filenames):
+            path = Path(dirpath) / name
+            yield path, path.relative_to(root).as_posix(), path.suffix.lower() in DICOM_SUFFIXES
+
+
+def _file_items(path: Path, rel: str, named_dicom: bool, options: _Options) -> Iterator[SourceItem]:
+    """The items of one file; nothing for a skipped file; never raises for a bad file."""
+    try:
+        with _silenced():
+            dataset = _read_dataset(path, named_dicom)
+            if dataset is None:
+                return
+            header = _read_header(dataset, options)
+    except _RejectedError as rejected:
+        yield _rejected_item(rel, rejected.reason, options.organ)
+        return
+    except Exception as err:  # a malformed header quarantines its file; it must not stop the walk
+        log.debug("dicom header unreadable: %s", type(err).__name__)
+        yield _rejected_item(rel, "dicom_decode_failed", options.organ)
+        return
+    for index in header.frame_indices:
+        # A multi-frame file always names the frame, so the same frame keeps its key whatever `frames` was.
+        ref = f"{rel}#frame={index}" if header.number_of_frames > 1 else rel
+        try:
+            with _silenced():
+                image = _decode_frame(dataset, index)
+        except _RejectedError as rejected:
+            yield _rejected_item(ref, rejected.reason, header.organ)
+            continue
+        if reason := check_degenerate(image):
+            yield _rejected_item(ref, reason, header.organ)
+            continue
+        yield SourceItem(
+            source="dicom",
+            source_ref=ref,
+            organ=header.organ,
+            image=image,
+            patient_id=header.patient_id,
+            us_region=header.us_region,
+            metadata={**header.metadata, "frame_index": index},
+        )
+
+
+def _rejected_item(ref: str, reason: str, organ: str | None) -> SourceItem:
+    return SourceItem(source="dicom", source_ref=ref, organ=organ or "", error=reason)
+
+
+# --------------------------------------------------------------------------- reading
+def _read_dataset(path: Path, named_dicom: bool) -> Dataset | None:
+    """The parsed dataset, None for a file to skip silently, or _RejectedError."""
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(PREAMBLE_LENGTH + 4)
+    except OSError:
+        if named_dicom:
+            raise _RejectedError("file_unreadable") from None
+        return None
+    has_preamble = head[PREAMBLE_LENGTH:] == b"DICM"
+    if not (has_preamble or named_dicom):
+        return None
+    try:
+        # Without the preamble only a file named like DICOM is forced: old exports omit it, but a forced
+        # read "parses" any bytes, so the result must look like a dataset (checked below); so must a file
+        # whose preamble is followed by garbage.
+        dataset = dcmread(path, force=not has_preamble, defer_size=DEFER_BYTES)
+    except Exception as err:
+        log.debug("dicom unparseable: %s", type(err).__name__)
+        raise _RejectedError("not_dicom") from None
+    if "SOPClassUID" not in dataset and "PixelData" not in dataset:
+        raise _RejectedError("not_dicom")  # parsed, but into nothing an image or a DICOM object has
+    if dataset.file_meta.get("MediaStorageSOPClassUID") == MediaStorageDirectoryStorage:
+        return None  # DICOMDIR: an index of the other files
+    return dataset
+
+
+def _read_header(dataset: Dataset, options: _Options) -> _Header:
+    """Organ, region, frames and allow-listed metadata; _RejectedError for a file-level reason."""
+    if "PixelData" not in dataset:
+        raise _RejectedError("dicom_without_pixel_data")
+    organ = options.organ or BODY_PART_ORGANS.get(_code_string(dataset.get("BodyPartExamined")) or "")
+    if organ is None:
+        raise _RejectedError("organ_unknown")
+    width, height = int(dataset.Columns), int(dataset.Rows)
+    us_region, region = _ultrasound_region(dataset, width, height)
+    burned_in = _code_string(dataset.get("BurnedInAnnotation")) == "YES"
+    if us_region is None and burned_in and options.require_us_region_when_burned_in:
+        raise _RejectedError("burned_in_text_without_region")
+    transfer_syntax = _transfer_syntax(dataset)
+    try:
+        available = get_decoder(transfer_syntax).is_available
+    except NotImplementedError:  # pydicom has no decoder for this UID at all
+        available = False
+    if not available:
+        raise _RejectedError("unsupported_transfer_syntax")
+    number_of_frames = int(dataset.get("NumberOfFrames") or 1)
+    if number_of_frames < 1:
+        raise _RejectedError("dicom_decode_failed")
+    patient_id = str(dataset.get("PatientID") or "").strip() or None
+    metadata = {
+        "modality": _code_string(dataset.get("Modality")),
+        "body_part_examined": _code_string(dataset.get("BodyPartExamined")),
+        "number_of_frames": number_of_frames,
+        "photometric_interpretation": _code_string(dataset.get("PhotometricInterpretation")),
+        "transfer_syntax_uid": transfer_syntax if _UID.fullmatch(transfer_syntax) else None,
+        "pixel_spacing_mm": _pixel_spacing_mm(dataset, region),
+    }
+    return _Header(
+        organ=organ,
+        patient_id=patient_id,
+        us_region=us_region,
+        frame_indices=_frame_indices(number_of_frames, options.frames, options.frame_stride),
+        number_of_frames=number_of_frames,
+        metadata=metadata,
+    )
+
+
+def _code_string(value: Any) -> str | None:
+    """A CS value, upper-cased, or None when absent or not shaped like one."""
+    if value is None:
+        return None
+    text = str(value).strip().upper()
+    return text if _CODE_STRING.fullmatch(text) else None
+
+
+def _transfer_syntax(dataset: Dataset) -> str:
+    """The file's transfer syntax; a file without file meta is read in the encoding it was found in."""
+    uid = dataset.file_meta.get("TransferSyntaxUID")
+    if uid:
+        return str(uid)
+    uid = _ENCODING_SYNTAXES.get(dataset.original_encoding)
+    if uid is None:
+        raise _RejectedError("unsupported_transfer_syntax")
+    dataset.file_meta.TransferSyntaxUID = uid  # the decoder reads it from here
+    return str(uid)
+
+
+def _frame_indices(number_of_frames: int, frames: str, stride: int) -> list[int]:
+    if frames == "all":
+        return list(range(number_of_frames))
+    if frames == "stride":
+        return list(range(0, number_of_frames, stride))
+    if frames == "first":
+        return [0]
+    return [number_of_frames // 2]
+
+
+def _ultrasound_region(dataset: Dataset, width: int, height: int) -> tuple[list[int] | None, Dataset | None]:
+    """[x1, y1, x2, y2] (exclusive ends, clipped) of the largest 2D region, and that region."""
+    best: tuple[int, list[int], Dataset] | None = None
+    for region in dataset.get("SequenceOfUltrasoundRegions") or []:
+        try:
+            if int(region.RegionSpatialFormat) != REGION_SPATIAL_FORMAT_2D:
+                continue
+            x1, y1 = max(0, int(region.RegionLocationMinX0)), max(0, int(region.RegionLocationMinY0))
+            # The Max values are inclusive pixel indices.
+            x2, y2 = min(width, int(region.RegionLocationMaxX1) + 1), min(height, int(region.RegionLocationMaxY1) + 1)
+        except (AttributeError, TypeError, ValueError):
+            continue  # an incomplete region cannot be cut to
+        area = (x2 - x1) * (y2 - y1)
+        if x2 > x1 and y2 > y1 and (best is None or area > best[0]):
+            best = (area, [x1, y1, x2, y2], region)
+    return (best[1], best[2]) if best else (None, None)
+
+
+def _pixel_spacing_mm(dataset: Dataset, region: Dataset | None) -> dict[str, float] | None:
+    """Physical size of a pixel: from the ultrasound region when it is in cm, else PixelSpacing."""
+    try:
+        if (
+            region is not None
+            and region.get("PhysicalUnitsXDirection") == PHYSICAL_UNITS_CM
+            and region.get("PhysicalUnitsYDirection") == PHYSICAL_UNITS_CM
+        ):
+            x, y = float(region.PhysicalDeltaX) * MM_PER_CM, float(region.PhysicalDeltaY) * MM_PER_CM
+            if x > 0 and y > 0:
+                return {"x": round(x, 6), "y": round(y, 6)}
+        spacing = dataset.get("PixelSpacing")
+        if spacing is not None and len(spacing) == 2:
+            y, x = float(spacing[0]), float(spacing[1])  # DICOM order: row spacing, then column spacing
+            if x > 0 and y > 0:
+                return {"x": round(x, 6), "y": round(y, 6)}
+    except (AttributeError, TypeError, ValueError):
+        pass  # a malformed spacing is only missing metadata, not a reason to lose the image
+    return None
+
+
+# --------------------------------------------------------------------------- decoding
+def _decode_frame(dataset: Dataset, index: int) -> Image.Image:
+    """One frame as a PIL image in mode "L" or "RGB"."""
+    decoder = get_decoder(dataset.file_meta.TransferSyntaxUID)
+    try:
+        # as_rgb (the default) turns YBR_FULL / YBR_FULL_422 into RGB for every transfer syntax and
+        # reports it in `changes`, so the colour space is taken from there, never converted twice.
+        pixels, changes = decoder.as_array(dataset, index=index)
+    except Exception as err:
+        log.debug("dicom frame not decoded: %s", type(err).__name__)
+        raise _RejectedError("dicom_decode_failed") from None
+    photometric = str(changes.get("photometric_interpretation", dataset.get("PhotometricInterpretation", "")))
+    bits_stored = int(changes.get("bits_stored", dataset.get("BitsStored", 8)))
+    try:
+        return _to_image(pixels, photometric, bits_stored, dataset)
+    except _RejectedError:
+        raise
+    except Exception as err:  # a LUT that does not fit its pixels, an odd array shape
+        log.debug("dicom frame not converted: %s", type(err).__name__)
+        raise _RejectedError("dicom_decode_failed") from None
+
+
+def _to_image(pixels: np.ndarray, photometric: str, bits_stored: int, dataset: Dataset) -> Image.Image:
+    if photometric in ("MONOCHROME1", "MONOCHROME2"):
+        gray = pixels if pixels.dtype == np.uint8 else np.asarray(window_to_8bit(pixels.astype(np.float64)))
+        if photometric == "MONOCHROME1":  # 0 is white; inverting after the window equals inverting before
+            gray = 255 - gray
+        return Image.fromarray(np.ascontiguousarray(gray, dtype=np.uint8), mode="L")
+    if photometric == "PALETTE COLOR":
+        return Image.fromarray(_lut_to_8bit(apply_color_lut(pixels, dataset)[..., :3]), mode="RGB")
+    if photometric in ("YBR_FULL", "YBR_FULL_422"):  # only if a decoder left it in YCbCr
+        pixels = convert_color_space(pixels, photometric, "RGB")
+        photometric = "RGB"
+    if photometric == "RGB":
+        if pixels.dtype != np.uint8:
+            pixels = np.clip(pixels.astype(np.float64) * 255.0 / (2**bits_stored - 1), 0, 255).round()
+        return Image.fromarray(np.ascontiguousarray(pixels, dtype=np.uint8), mode="RGB")
+    raise _RejectedError("unsupported_photometric_interpretation")
+
+
+def _lut_to_8bit(rgb: np.ndarray) -> np.ndarray:
+    """Palette output is 8 or 16 bits per entry; some 16-bit LUTs hold 8-bit values, so scale only if needed."""
+    if rgb.dtype == np.uint8 or int(rgb.max(initial=0)) <= 255:
+        return np.ascontiguousarray(rgb, dtype=np.uint8)
+    return np.ascontiguousarray(np.round(rgb.astype(np.float64) / 257.0), dtype=np.uint8)

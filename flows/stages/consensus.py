@@ -1,0 +1,128 @@
+"""Consensus stage: readings → one `ConsensusRecord` per image × attribute, and agreement statistics.
+
+The rules live in `annotation.consensus`; this module feeds them from the catalog and writes the
+decisions back. Each image's inputs (readings, metadata confidence, policy) are hashed: an image
+whose inputs did not change since its last decision is skipped, a changed one is decided again,
+and every decision is appended to the audit trail (rule, inputs hash, time).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass, field
+
+from prefect import flow, task
+from prefect.artifacts import create_markdown_artifact
+from pydantic import BaseModel, Field
+
+from annotation.consensus import ConsensusPolicy, derive_consensus
+from flows.catalog import Catalog
+from flows.runtime.retries import CATALOG_RETRIES
+from flows.runtime.settings import load_settings
+from schemas.records import Organ, ReaderAnnotation, SourceAnnotation
+from schemas.vocabulary import ORGANS, load_vocabulary
+
+log = logging.getLogger(__name__)
+CONSENSUS_BATCH = 500  # decisions per catalog transaction
+
+
+class ConsensusParams(BaseModel):
+    """Parameters of one consensus run (the form in the Prefect UI)."""
+
+    organ: Organ | None = Field(default=None, description="only this organ (default: all)")
+    policy: ConsensusPolicy = Field(default_factory=ConsensusPolicy)
+
+
+@dataclass
+class ConsensusSummary:
+    organ: str
+    decided: int = 0
+    unchanged: int = 0
+    c1: int = 0
+    c0: int = 0
+    quarantined: dict[str, int] = field(default_factory=dict)
+
+
+def inputs_hash(readings: list[ReaderAnnotation], sources: list[SourceAnnotation], policy: ConsensusPolicy) -> str:
+    """What a decision depends on; Label Studio ids and lead times are not part of it."""
+    payload = {
+        "readings": sorted(
+            json.dumps(
+                r.model_dump(mode="json", exclude={"lead_time", "ls_project_id", "ls_task_id", "ls_annotation_id"}),
+                sort_keys=True,
+            )
+            for r in readings
+        ),
+        "sources": sorted(json.dumps(s.model_dump(mode="json"), sort_keys=True) for s in sources),
+        "policy": policy.model_dump(mode="json"),
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def decide_organ(catalog: Catalog, organ: str, policy: ConsensusPolicy) -> ConsensusSummary:
+    """Decide every read (or metadata-graded) image of the organ whose inputs changed."""
+    summary = ConsensusSummary(organ=organ)
+    attributes = list(load_vocabulary(organ).attributes)
+    settled = catalog.consensus_hashes()
+    readings_by_image = catalog.readings_by_image(organ)
+    decisions = []
+    for image in list(catalog.iter_images(organ=organ)):  # listed first: no cursor open across the commits
+        readings = [r for per_reader in readings_by_image.get(image.image_id, {}).values() for r in per_reader]
+        sources = [s for s in catalog.source_annotations(image.image_id) if s.confidence]
+        if not readings and not sources:
+            continue  # not read yet: nothing to decide
+        digest = inputs_hash(readings, sources, policy)
+        if all(settled.get(f"{image.image_id}:{a}") == digest for a in attributes):
+            summary.unchanged += len(attributes)
+            continue
+        for outcome in derive_consensus(image.image_id, organ, (image.width, image.height), readings, sources, policy):
+            decisions.append(
+                (outcome.image_id, outcome.attribute, outcome.record, outcome.rule, outcome.reason, digest)
+            )
+            summary.decided += 1
+            if outcome.record is not None:
+                setattr(summary, f"c{outcome.record.confidence}", getattr(summary, f"c{outcome.record.confidence}") + 1)
+            else:
+                summary.quarantined[outcome.reason] = summary.quarantined.get(outcome.reason, 0) + 1
+        if len(decisions) >= CONSENSUS_BATCH:  # a failed run keeps what it decided (resumes from here)
+            catalog.save_consensus(decisions)
+            decisions = []
+    catalog.save_consensus(decisions)
+    log.info("consensus %s: %s", organ, summary)
+    return summary
+
+
+@task(**CATALOG_RETRIES)  # a database outage mid-run: run again once it is back, from the last batch
+def decide_organ_task(organ: str, params: ConsensusParams) -> ConsensusSummary:
+    catalog = Catalog(load_settings().resolved_catalog_url)
+    try:
+        return decide_organ(catalog, organ, params.policy)
+    finally:
+        catalog.close()
+
+
+@task
+def report_statistics(organs: list[str], params: ConsensusParams) -> str:
+    """Agreement statistics per organ and attribute: a markdown artifact and PNG plots in the workspace."""
+    from flows.reports.agreement import write_agreement_report  # matplotlib: only this task pays for it
+
+    settings = load_settings()
+    catalog = Catalog(settings.resolved_catalog_url)
+    try:
+        markdown = write_agreement_report(catalog, organs, settings.workspace / "reports" / "agreement", params.policy)
+    finally:
+        catalog.close()
+    create_markdown_artifact(key="reader-agreement", markdown=markdown, description="reader agreement per attribute")
+    return markdown
+
+
+@flow(name="consensus")
+def consensus_flow(params: ConsensusParams | None = None) -> list[ConsensusSummary]:
+    """Derive labels, c and fused boxes from the readings of every organ; report agreement."""
+    params = params or ConsensusParams()
+    organs = [params.organ] if params.organ else list(ORGANS)
+    summaries = [decide_organ_task(organ, params) for organ in organs]
+    report_statistics(list(ORGANS), params)  # the report always covers every organ
+    return summaries

@@ -1,0 +1,203 @@
+"""Ingest stage: any source → de-identified, content-addressed images in the catalog (Prefect flow).
+
+The flow only sequences tasks; the logic is in `flows.ingest.core` and the adapters in
+`flows.ingest.sources`. Items are processed in batches (a Prefect task per image would cost ~10 ms of
+orchestration each).
+With the default task runner one task does it all. With `LOOKCLOSER_TASK_RUNNER=dask|ray` each batch
+of 64 items is a task on the cluster (decode, de-identify, hash, store: the costly part), and the flow
+settles the results in source order (duplicates, near-duplicate groups, splits), so the catalog ends
+the same as after a single-process run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+from prefect import flow, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+from pydantic import BaseModel, Field, model_validator
+
+from flows.catalog import Catalog
+from flows.ingest.core import (
+    BatchPreparer,
+    IngestOptions,
+    IngestSummary,
+    PreparedItem,
+    prepare_batch,
+    register_items,
+)
+from flows.ingest.image_store import ImageStore
+from flows.ingest.sources.base import SourceItem
+from flows.ingest.sources.phantom import PhantomConfig, phantom_items
+from flows.runtime.settings import Settings, load_settings
+from flows.runtime.task_runners import ConfiguredTaskRunner, in_order, is_distributed
+from schemas.records import Organ
+from schemas.vocabulary import ORGANS
+
+SourceKind = Literal["folder", "manifest", "buscot", "ddti", "dicom", "hf", "phantom"]
+
+# kind → (module, adapter function); imported on use so a run pays only for its own adapter
+ADAPTERS: dict[str, tuple[str, str]] = {
+    "folder": ("flows.ingest.sources.folder", "iter_folder_items"),
+    "manifest": ("flows.ingest.sources.manifest", "iter_manifest_items"),
+    "buscot": ("flows.ingest.sources.buscot", "iter_buscot_items"),
+    "ddti": ("flows.ingest.sources.ddti", "iter_ddti_items"),
+    "dicom": ("flows.ingest.sources.dicom", "iter_dicom_items"),
+    "hf": ("flows.ingest.sources.hf", "iter_hf_items"),
+}
+ORGAN_FREE_ADAPTERS = ("buscot",)  # adapters that know their organ and take no organ argument
+
+
+class IngestParams(BaseModel):
+    """Parameters of one ingest run (the form in the Prefect UI)."""
+
+    kind: SourceKind = "phantom"
+    path: str | None = Field(default=None, description="source folder, file or dataset id (not for phantom)")
+    organ: Organ | None = Field(default=None, description="only this organ / the organ of an organ-less source")
+    count: int = Field(default=30, ge=1, description="phantom: number of images")
+    seed: int = Field(default=0, ge=0, description="phantom: random seed")
+    adapter_options: dict[str, Any] = Field(default_factory=dict, description="adapter keyword options")
+    source_name: str | None = Field(
+        default=None,
+        description="names this source in refs, so two sources with the same relative file names never collide "
+        "(default: the last part of the path or dataset id)",
+    )
+    options: IngestOptions = Field(default_factory=IngestOptions)
+
+    @model_validator(mode="after")
+    def _path_for_real_sources(self) -> IngestParams:
+        if self.kind != "phantom" and not self.path:
+            raise ValueError(f"source kind {self.kind!r} needs a path")
+        return self
+
+
+def source_items(params: IngestParams) -> tuple[Iterator[SourceItem], int | None]:
+    """The adapter's items and, when known, how many there are."""
+    if params.kind == "phantom":
+        config = PhantomConfig(organs=(params.organ,) if params.organ else ORGANS)
+        root = load_settings().workspace / "sources"
+        return phantom_items(root, seed=params.seed, count=params.count, config=config), params.count
+    module, function = ADAPTERS[params.kind]
+    adapter = getattr(importlib.import_module(module), function)
+    kwargs = dict(params.adapter_options)
+    if params.kind not in ORGAN_FREE_ADAPTERS:
+        kwargs["organ"] = params.organ
+    source = params.path if params.kind == "hf" else Path(str(params.path))
+    return scoped(adapter(source, **kwargs), source_scope(params)), None
+
+
+def source_scope(params: IngestParams) -> str:
+    """What distinguishes this source from another of the same kind (refs are relative to it)."""
+    return params.source_name or Path(str(params.path).rstrip("/")).name or str(params.path)
+
+
+def scoped(items: Iterator[SourceItem], scope: str) -> Iterator[SourceItem]:
+    """Prefix every ref with the source's scope: `benign/1.png` of two BUSI copies are two items."""
+    for item in items:
+        item.source_ref = f"{scope}/{item.source_ref}"
+        yield item
+
+
+@task
+def migrate_catalog() -> str:
+    """Create or upgrade the catalog schema; returns the revision."""
+    catalog = Catalog(load_settings().resolved_catalog_url)
+    try:
+        return catalog.revision() or ""
+    finally:
+        catalog.close()
+
+
+def register_source(params: IngestParams, settings: Settings, preparer: BatchPreparer | None = None) -> IngestSummary:
+    """Read the source and register every item (batched, resumable); `preparer` as in `register_items`."""
+    catalog = Catalog(settings.resolved_catalog_url)
+    try:
+        items, total = source_items(params)
+        store = ImageStore(settings.resolved_image_store_url)
+        return register_items(items, catalog, store, settings.salt(), params.options, total=total, preparer=preparer)
+    finally:
+        catalog.close()
+
+
+@task
+def ingest_source(params: IngestParams) -> IngestSummary:
+    """Every item prepared and settled in this process."""
+    return register_source(params, load_settings())
+
+
+def summary_markdown(kind: str, summary: IngestSummary) -> str:
+    """Counts per organ, split and quarantine reason, as the run's Prefect artifact shows them."""
+    lines = [
+        f"# Ingest: {kind}",
+        "",
+        "| seen | new images | already ingested | quarantined |",
+        "|---:|---:|---:|---:|",
+        f"| {summary.seen} | {summary.out} | {summary.skipped} | {sum(summary.quarantined.values())} |",
+    ]
+    for title, counts in (
+        ("organ", summary.per_organ),
+        ("split", summary.per_split),
+        ("quarantine reason", summary.quarantined),
+    ):
+        if counts:
+            lines += ["", f"| {title} | images |", "|---|---:|"]
+            lines += [f"| `{key}` | {n} |" for key, n in sorted(counts.items())]
+    return "\n".join(lines) + "\n"
+
+
+@task
+def report_ingest(params: IngestParams, summary: IngestSummary) -> None:
+    create_markdown_artifact(
+        key="ingest-summary", markdown=summary_markdown(params.kind, summary), description="ingest counts"
+    )
+
+
+class WorkerSettingsError(RuntimeError):
+    """A worker's settings differ from the flow's: its refs and keys would not match the catalog's."""
+
+    permanent = True  # sending the batch to another worker of the same cluster cannot help
+
+
+def settings_fingerprint(settings: Settings) -> str:
+    """What a worker must share with the flow: the salt (as a digest, never the salt) and the image store."""
+    digest = hashlib.sha256(settings.salt() + b"\0" + settings.resolved_image_store_url.encode()).hexdigest()
+    return digest[:16]
+
+
+@task(cache_policy=NO_CACHE, persist_result=False)
+def prepare_batch_task(items: list[SourceItem], fingerprint: str) -> list[PreparedItem]:
+    """The per-item work of one batch, on a worker; salt and store come from the worker's own settings."""
+    settings = load_settings()
+    if settings_fingerprint(settings) != fingerprint:
+        raise WorkerSettingsError(
+            "a worker's LOOKCLOSER_PATIENT_KEY_SALT / LOOKCLOSER_IMAGE_STORE_URL (or workspace) differ from the "
+            "flow's: start the workers with the same settings"
+        )
+    return prepare_batch(items, settings.salt(), ImageStore(settings.resolved_image_store_url))
+
+
+def ingest_on_cluster(params: IngestParams, settings: Settings) -> IngestSummary:
+    """Batches prepared by the flow's Dask / Ray workers, settled here in order (one transaction each)."""
+    fingerprint = settings_fingerprint(settings)  # creates the salt before any worker needs it
+    window = 2 * settings.workers + 2  # enough to keep every worker busy; bounds the pixels in memory
+
+    def preparer(batches: Iterable[list[SourceItem]]) -> Iterator[list[PreparedItem]]:
+        return in_order(lambda batch: prepare_batch_task.submit(batch, fingerprint), batches, window=window)
+
+    return register_source(params, settings, preparer)
+
+
+@flow(name="ingest", task_runner=ConfiguredTaskRunner())
+def ingest_flow(params: IngestParams | None = None) -> IngestSummary:
+    """Ingest one source into the catalog and image store."""
+    params = params or IngestParams()
+    migrate_catalog()
+    settings = load_settings()
+    summary = ingest_on_cluster(params, settings) if is_distributed(settings) else ingest_source(params)
+    report_ingest(params, summary)
+    return summary

@@ -1,0 +1,143 @@
+"""Pull stage: finished readings from Label Studio into the catalog, disputes to adjudication (Prefect flow).
+
+One export snapshot per reader project (not a call per task). Each exported annotation is keyed by
+project, annotation id and update time: an unchanged annotation is skipped on the next pull, an
+edited one is pulled again and replaces the reader's earlier lesions. Unusable annotations are
+quarantined by reason. Tasks on which the two readers disagree go, once, to the organ's
+adjudication project with both readings shown as predictions.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from prefect import flow, task
+from pydantic import BaseModel, Field
+
+from annotation.access import admin_client, load_assignment
+from annotation.client import LabelStudioClient
+from annotation.consensus import readers_disagree
+from annotation.label_config import label_config, result_from_reading
+from annotation.projects import READER_ROLES, ReaderAssignment, image_task, project_title
+from annotation.readings import readings_from_export
+from flows.catalog import Catalog, Outcome
+from flows.runtime.retries import SERVICE_RETRIES
+from flows.runtime.settings import load_settings
+from schemas.records import Organ, ReaderAnnotation
+from schemas.vocabulary import ORGANS
+
+log = logging.getLogger(__name__)
+
+
+class PullParams(BaseModel):
+    """Parameters of one pull run (the form in the Prefect UI)."""
+
+    organ: Organ | None = Field(default=None, description="only this organ (default: all)")
+    min_box_iou: float = Field(default=0.5, ge=0.0, le=1.0, description="reader boxes below this overlap disagree")
+
+
+@dataclass
+class PullSummary:
+    organ: str
+    seen: int = 0
+    pulled: int = 0
+    skipped: int = 0
+    quarantined: dict[str, int] = field(default_factory=dict)
+    disputed: int = 0
+
+
+def pull_reader_projects(
+    client: LabelStudioClient, catalog: Catalog, assignment: ReaderAssignment, organ: str
+) -> PullSummary:
+    """Export both reader projects and the adjudication project; store new or changed annotations."""
+    summary = PullSummary(organ=organ)
+    settled = catalog.stage_item_keys("pull")
+    emails = client.users()
+    for role in (*READER_ROLES, "adjudication"):
+        project_id = client.ensure_project(project_title(organ, role), label_config(organ))
+        tasks = client.export_tasks(project_id)
+        readings: list[ReaderAnnotation] = []
+        ledger: list[tuple[str, Outcome, str | None, str | None]] = []
+        pseudonym = lambda uid: assignment.pseudonym(emails.get(uid, ""))  # noqa: E731
+        for pulled in readings_from_export(project_id, organ, tasks, pseudonym, adjudication=role == "adjudication"):
+            summary.seen += 1
+            if pulled.item_key in settled:
+                summary.skipped += 1
+                continue
+            if pulled.reason:
+                summary.quarantined[pulled.reason] = summary.quarantined.get(pulled.reason, 0) + 1
+                ledger.append((pulled.item_key, Outcome.quarantined, pulled.reason, None))
+            else:
+                summary.pulled += 1
+                readings.extend(pulled.readings)
+                ledger.append((pulled.item_key, Outcome.out, None, pulled.readings[0].image_id))
+        catalog.save_pulled(readings, ledger)
+    return summary
+
+
+def route_disputes(
+    client: LabelStudioClient,
+    catalog: Catalog,
+    assignment: ReaderAssignment,
+    organ: str,
+    *,
+    min_box_iou: float,
+    prefix: str,
+) -> int:
+    """Import each disputed image (once) into the adjudication project, both readings as predictions."""
+    first, second = (assignment.reader_for(organ, role).pseudonym for role in READER_ROLES)
+    project_id = client.ensure_project(project_title(organ, "adjudication"), label_config(organ))
+    present = client.task_ids_by_image(project_id)
+    tasks = []
+    for image_id, by_reader in catalog.readings_by_image(organ).items():
+        if image_id in present or first not in by_reader or second not in by_reader:
+            continue
+        if not readers_disagree({r: by_reader[r] for r in (first, second)}, min_box_iou=min_box_iou):
+            continue
+        image = catalog.get_image(image_id)
+        if image is None:
+            continue
+        size = (image.width, image.height)
+        key = f"{prefix}/{image.storage_key}"
+        task = image_task(image_id=image_id, organ=organ, storage_key=key, size=size)
+        task["predictions"] = [
+            {
+                "model_version": f"reader {reader}",
+                "score": 0.5,
+                "result": result_from_reading(organ, [(r.box, r.attributes) for r in by_reader[reader]], size),
+            }
+            for reader in (first, second)
+        ]
+        tasks.append(task)
+    return client.import_tasks(project_id, tasks)
+
+
+# the client retries single calls with backoff; a longer outage of Label Studio or the catalog fails the task,
+# which runs again (settled annotations are skipped, disputes are imported once); a wrong token fails at once
+@task(**SERVICE_RETRIES)
+def pull_organ(organ: str, params: PullParams) -> PullSummary:
+    settings = load_settings()
+    catalog = Catalog(settings.resolved_catalog_url)
+    try:
+        client, assignment = admin_client(settings), load_assignment(settings)
+        summary = pull_reader_projects(client, catalog, assignment, organ)
+        summary.disputed = route_disputes(
+            client,
+            catalog,
+            assignment,
+            organ,
+            min_box_iou=params.min_box_iou,
+            prefix=settings.label_studio_image_prefix,
+        )
+        log.info("pull %s: %s", organ, summary)
+        return summary
+    finally:
+        catalog.close()
+
+
+@flow(name="pull")
+def pull_flow(params: PullParams | None = None) -> list[PullSummary]:
+    """Pull finished readings of every organ and route disagreements to adjudication."""
+    params = params or PullParams()
+    return [pull_organ(organ, params) for organ in ((params.organ,) if params.organ else ORGANS)]

@@ -1,0 +1,254 @@
+"""Synthesize stage: consensus records → confidence-toned Zoom-then-Diagnose rationales (DESIGN §5).
+
+The engine lives in `flows.teacher.synthesis`; this module builds the backend from settings and run
+parameters, runs it with a progress bar, and reports counts and samples as a Prefect artifact.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+from typing import Literal
+
+from prefect import flow, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+from pydantic import BaseModel, Field
+from tqdm import tqdm
+
+from flows.catalog import Catalog
+from flows.ingest.image_store import ImageStore
+from flows.runtime.settings import Settings, load_settings
+from flows.runtime.task_runners import ConfiguredTaskRunner, in_order, is_distributed
+from flows.teacher.backends import Backend, OpenAIBackend, SamplingParams, TemplateBackend
+from flows.teacher.client import EndpointPool, RetryPolicy
+from flows.teacher.diversity import DiversityPolicy
+from flows.teacher.images import TeacherImages
+from flows.teacher.prompting import DEFAULT_PROMPT_VERSION, load_prompt_bundle
+from flows.teacher.synthesis import SynthesisConfig, SynthesisSummary, synthesize_records
+from schemas.records import Organ, Rationale
+
+log = logging.getLogger(__name__)
+SAMPLES_PER_ORGAN_AND_TONE = 2
+
+
+class TeacherConfigError(ValueError):
+    """A synthesis run that cannot start as configured (one line, names the setting)."""
+
+
+class SynthesizeParams(BaseModel):
+    """Parameters of one synthesis run (the form in the Prefect UI)."""
+
+    backend: Literal["template", "openai"] = Field(default="template", description="template is offline")
+    organ: Organ | None = Field(default=None, description="only this organ (default: all)")
+    prompt_version: str = DEFAULT_PROMPT_VERSION
+    temperature: float = Field(default=0.7, ge=0.0, le=2.0)
+    candidates: int = Field(default=2, ge=1, le=16, description="n: candidates per request; the first valid wins")
+    max_tokens: int = Field(default=512, ge=32)
+    concurrency: int = Field(default=32, ge=1, le=4096, description="requests in flight over all replicas")
+    timeout_s: float = Field(default=120.0, gt=0)
+    max_retries: int = Field(default=6, ge=0)
+    backoff_s: float = Field(default=0.5, ge=0)
+    rouge_l_threshold: float = Field(default=0.7, gt=0, le=1)
+    simhash_max_distance: int = Field(default=3, ge=0, le=64)
+    max_regenerations: int = Field(default=3, ge=0)
+    progress: bool = Field(default=True, description="progress bar on stderr")
+
+    def synthesis_config(self, settings: Settings) -> SynthesisConfig:
+        return SynthesisConfig(
+            sampling=SamplingParams(temperature=self.temperature, n=self.candidates, max_tokens=self.max_tokens),
+            diversity=DiversityPolicy(
+                rouge_l_threshold=self.rouge_l_threshold,
+                simhash_max_distance=self.simhash_max_distance,
+                max_regenerations=self.max_regenerations,
+            ),
+            concurrency=self.concurrency,
+            min_pixels=settings.min_pixels,
+            max_pixels=settings.max_pixels,
+        )
+
+
+def check_config(params: SynthesizeParams, settings: Settings) -> None:
+    """Fail before any work, in one line, on an unknown prompt version or a missing endpoint."""
+    load_prompt_bundle(params.prompt_version)
+    if params.backend == "openai" and not settings.teacher_base_urls:
+        raise TeacherConfigError("the openai backend needs LOOKCLOSER_TEACHER_BASE_URLS (comma-separated replicas)")
+
+
+def build_backend(params: SynthesizeParams, settings: Settings) -> tuple[Backend, EndpointPool | None]:
+    """The backend the parameters ask for; TeacherConfigError when the settings cannot support it."""
+    check_config(params, settings)
+    bundle = load_prompt_bundle(params.prompt_version)
+    if params.backend == "template":
+        return TemplateBackend(bundle), None
+    pool = EndpointPool(
+        [str(u) for u in settings.teacher_base_urls],
+        api_key=settings.teacher_api_key.get_secret_value() if settings.teacher_api_key else None,
+        retry=RetryPolicy(max_retries=params.max_retries, backoff_s=params.backoff_s, timeout_s=params.timeout_s),
+    )
+    images = TeacherImages(
+        ImageStore(settings.resolved_image_store_url),
+        min_pixels=settings.min_pixels,
+        max_pixels=settings.max_pixels,
+        padding=settings.crop_padding,
+    )
+    sampling = params.synthesis_config(settings).sampling
+    return OpenAIBackend(bundle, pool, settings.teacher_model, images, sampling), pool
+
+
+def run_synthesis(params: SynthesizeParams, settings: Settings, *, only: set[str] | None = None) -> SynthesisSummary:
+    """Synthesize rationales for every consensus record (of the organ); plain function, no Prefect needed.
+
+    `only` restricts the run to these record ids: one shard's first pass (see `synthesize_records`).
+    """
+    backend, pool = build_backend(params, settings)
+    catalog = Catalog(settings.resolved_catalog_url)
+    try:
+        records = catalog.consensus_records(params.organ)
+        if only is not None:
+            records = [r for r in records if r.record_id in only]
+        bar = tqdm(total=0, desc="synthesize", unit="item", disable=None if params.progress else True)
+        outcomes: dict[str, int] = {}
+
+        def on_progress(event: str, in_flight: int) -> None:
+            outcomes[event] = outcomes.get(event, 0) + 1
+            bar.update(1)
+            bar.set_postfix(
+                in_flight=pool.total_in_flight if pool else in_flight,
+                ok=outcomes.get("produced", 0),
+                quarantined=sum(n for e, n in outcomes.items() if e != "produced"),
+                refresh=False,
+            )
+
+        async def run() -> SynthesisSummary:
+            try:
+                return await synthesize_records(
+                    records,
+                    catalog,
+                    backend,
+                    load_prompt_bundle(params.prompt_version),
+                    params.synthesis_config(settings),
+                    organ=params.organ,
+                    shard=only is not None,
+                    on_plan=lambda todo: setattr(bar, "total", todo),
+                    on_progress=on_progress,
+                )
+            finally:
+                if pool is not None:
+                    await pool.close()
+                    backend.close()
+
+        summary = asyncio.run(run())
+        bar.close()
+        if pool is not None:
+            summary.requests = pool.stats.requests
+            summary.retries = dict(pool.stats.retries)
+            summary.prompt_tokens = pool.stats.prompt_tokens
+            summary.completion_tokens = pool.stats.completion_tokens
+            summary.images_per_request = dict(pool.stats.images_per_request)
+        log.info("synthesize: %s", json.dumps(summary.as_dict()))
+        return summary
+    finally:
+        catalog.close()
+
+
+def report_markdown(summary: SynthesisSummary, rationales: list[Rationale], *, seed: int = 0) -> str:
+    """Counts per outcome and per quarantine reason, and a few rationales per organ and tone."""
+    lines = [
+        "# Teacher synthesis",
+        "",
+        f"records {summary.records} = produced {summary.produced} + quarantined {sum(summary.quarantined.values())}",
+        "",
+        "| outcome | count |",
+        "|---|---|",
+        f"| produced | {summary.produced} |",
+        *(f"| quarantined: {reason} | {n} |" for reason, n in sorted(summary.quarantined.items())),
+        "",
+        f"this run: {summary.requested} items needed the teacher, {summary.calls} teacher calls, "
+        f"{summary.cached_calls} answered from the cache, {summary.repaired} repaired, {summary.reseeded} "
+        f"re-seeded, {summary.regenerated_for_diversity} regenerated for diversity, "
+        f"{summary.near_duplicates_kept} near-duplicates kept at the regeneration limit, "
+        f"{summary.removed_stale} stale removed.",
+        "",
+        "## Samples",
+    ]
+    rng = random.Random(seed)
+    valid = [r for r in rationales if r.valid]
+    for organ in sorted({r.organ for r in valid}):
+        for confidence, tone in ((1, "definitive (c = 1)"), (0, "cautious (c = 0)")):
+            pool = [r for r in valid if r.organ == organ and r.confidence == confidence]
+            for r in rng.sample(pool, min(SAMPLES_PER_ORGAN_AND_TONE, len(pool))):
+                lines += [
+                    f"**{organ}, {r.attribute} = {r.label}, {tone}** — `{r.generator}`",
+                    f"- question: {r.question}",
+                    f"- search: {r.search}",
+                    f"- diagnosis: {r.diagnosis}",
+                    "",
+                ]
+    return "\n".join(lines)
+
+
+@task
+def synthesize_task(params: SynthesizeParams) -> SynthesisSummary:
+    return run_synthesis(params, load_settings())
+
+
+@task(cache_policy=NO_CACHE, persist_result=False)
+def synthesize_shard(params: SynthesizeParams, record_ids: list[str]) -> SynthesisSummary:
+    """One shard's first pass, on a cluster worker (its own connection to the catalog and the replicas)."""
+    return run_synthesis(params, load_settings(), only=set(record_ids))
+
+
+def shard_record_ids(settings: Settings, organ: str | None, shards: int) -> list[list[str]]:
+    """Every consensus record id, dealt round-robin into `shards` lists (organs and attributes mix evenly)."""
+    catalog = Catalog(settings.resolved_catalog_url)
+    try:
+        ids = [r.record_id for r in catalog.consensus_records(organ)]
+    finally:
+        catalog.close()
+    return [part for part in (ids[k::shards] for k in range(shards)) if part]
+
+
+def synthesize_on_cluster(params: SynthesizeParams, settings: Settings) -> list[SynthesisSummary]:
+    """First passes of every shard on the flow's Dask / Ray workers; the requests in flight are shared out."""
+    per_worker = params.model_copy(
+        update={"concurrency": max(1, params.concurrency // settings.workers), "progress": False}
+    )
+    parts = shard_record_ids(settings, params.organ, 2 * settings.workers)
+    return list(in_order(lambda ids: synthesize_shard.submit(per_worker, ids), parts, window=len(parts) or 1))
+
+
+@task
+def report_task(summary: SynthesisSummary) -> str:
+    settings = load_settings()
+    catalog = Catalog(settings.resolved_catalog_url)
+    try:
+        markdown = report_markdown(summary, catalog.rationales())
+    finally:
+        catalog.close()
+    folder = settings.workspace / "reports" / "synthesis"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "summary.json").write_text(json.dumps(summary.as_dict(), indent=2))
+    (folder / "report.md").write_text(markdown)
+    create_markdown_artifact(key="teacher-synthesis", markdown=markdown, description="teacher synthesis outcomes")
+    return markdown
+
+
+@flow(name="synthesize", task_runner=ConfiguredTaskRunner())
+def synthesize_flow(params: SynthesizeParams | None = None) -> SynthesisSummary:
+    """Write a checked, confidence-toned rationale for every consensus record.
+
+    On a Dask or Ray task runner the records are first synthesized in shards on the workers; the
+    whole run then finds them settled and does what needs every record (stale ones, diversity).
+    """
+    params = params or SynthesizeParams()
+    settings = load_settings()
+    check_config(params, settings)
+    shards = synthesize_on_cluster(params, settings) if is_distributed(settings) else []
+    summary = synthesize_task(params)
+    for shard in shards:
+        summary.add_work(shard)
+    report_task(summary)
+    return summary
