@@ -10,7 +10,7 @@ from flows.runtime.settings import SettingsError, load_settings
 from flows.stages.pipeline import PipelineParams, dataset_version, pipeline_flow
 from tests.teacher_fixtures import phantom_consensus
 
-LABEL_STUDIO_AND_TRAINING = ["annotate", "pull", "consensus", "train", "evaluate"]
+LABEL_STUDIO_AND_TRAINING = ["annotate", "pull", "consensus", "review", "train", "evaluate"]
 
 
 def test_the_pipeline_runs_its_stages_in_order_skips_by_name_and_resumes(workspace, prefect_api):
