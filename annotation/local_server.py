@@ -14,12 +14,9 @@ from typing import Any
 from urllib.parse import urlparse
 
 from annotation.access import LabelStudioSettings, read_credentials, write_credentials
-from annotation.server import (
-    LabelStudioServer,
-    create_reader,
-    ensure_labelstudio_venv,
-    prepare_data_dir,
-)
+from annotation.accounts import create_reader
+from annotation.server import LabelStudioServer
+from annotation.server_build import ensure_labelstudio_venv, prepare_data_dir
 from schemas.environment import ENV_PREFIX
 from schemas.vocabulary import ORGANS
 

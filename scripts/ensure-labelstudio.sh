@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-.venv/bin/python}"
 "$PYTHON" -c '
 import logging
-from annotation.server import ensure_labelstudio_template, labelstudio_venv
+from annotation.server_build import ensure_labelstudio_template, labelstudio_venv
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 template = ensure_labelstudio_template()

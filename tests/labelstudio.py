@@ -7,7 +7,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from annotation.access import write_credentials
-from annotation.server import LabelStudioServer, create_reader, ensure_labelstudio_venv, free_port, prepare_data_dir
+from annotation.accounts import create_reader
+from annotation.server import LabelStudioServer, free_port
+from annotation.server_build import ensure_labelstudio_venv, prepare_data_dir
 from flows.runtime.settings import Settings
 from schemas.vocabulary import ORGANS
 

@@ -14,14 +14,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from annotation.server import (
+from annotation.accounts import create_reader
+from annotation.server import LabelStudioServer, free_port
+from annotation.server_build import (
     REQUIREMENTS,
-    LabelStudioServer,
     build_once,
-    create_reader,
     default_cache_root,
     file_lock,
-    free_port,
     labelstudio_template,
     labelstudio_venv,
     prepare_data_dir,
