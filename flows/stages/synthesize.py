@@ -1,7 +1,8 @@
 """Synthesize stage: consensus records → confidence-toned Zoom-then-Diagnose rationales (DESIGN §5).
 
 The engine lives in `flows.teacher.synthesis`; this module builds the backend from settings and run
-parameters, runs it with a progress bar, and reports counts and samples as a Prefect artifact.
+parameters, runs it with a progress bar, and reports counts and samples (`flows.reports.synthesis`) as a
+Prefect artifact.
 """
 
 from __future__ import annotations
@@ -9,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import random
 from typing import Literal
 
 from prefect import flow, task
@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from flows.catalog import Catalog
 from flows.ingest.image_store import ImageStore
+from flows.reports.synthesis import report_markdown
 from flows.runtime.settings import Settings, load_settings
 from flows.runtime.task_runners import ConfiguredTaskRunner, in_order, is_distributed
 from flows.teacher.backends import Backend, OpenAIBackend, SamplingParams, TemplateBackend
@@ -28,10 +29,9 @@ from flows.teacher.diversity import DiversityPolicy
 from flows.teacher.images import TeacherImages
 from flows.teacher.prompting import DEFAULT_PROMPT_VERSION, load_prompt_bundle
 from flows.teacher.synthesis import SynthesisConfig, SynthesisSummary, synthesize_records
-from schemas.records import Organ, Rationale
+from schemas.records import Organ
 
 log = logging.getLogger(__name__)
-SAMPLES_PER_ORGAN_AND_TONE = 2
 
 
 class TeacherConfigError(ValueError):
@@ -152,42 +152,6 @@ def run_synthesis(params: SynthesizeParams, settings: Settings, *, only: set[str
         return summary
     finally:
         catalog.close()
-
-
-def report_markdown(summary: SynthesisSummary, rationales: list[Rationale], *, seed: int = 0) -> str:
-    """Counts per outcome and per quarantine reason, and a few rationales per organ and tone."""
-    lines = [
-        "# Teacher synthesis",
-        "",
-        f"records {summary.records} = produced {summary.produced} + quarantined {sum(summary.quarantined.values())}",
-        "",
-        "| outcome | count |",
-        "|---|---|",
-        f"| produced | {summary.produced} |",
-        *(f"| quarantined: {reason} | {n} |" for reason, n in sorted(summary.quarantined.items())),
-        "",
-        f"this run: {summary.requested} items needed the teacher, {summary.calls} teacher calls, "
-        f"{summary.cached_calls} answered from the cache, {summary.repaired} repaired, {summary.reseeded} "
-        f"re-seeded, {summary.regenerated_for_diversity} regenerated for diversity, "
-        f"{summary.near_duplicates_kept} near-duplicates kept at the regeneration limit, "
-        f"{summary.removed_stale} stale removed.",
-        "",
-        "## Samples",
-    ]
-    rng = random.Random(seed)
-    valid = [r for r in rationales if r.valid]
-    for organ in sorted({r.organ for r in valid}):
-        for confidence, tone in ((1, "definitive (c = 1)"), (0, "cautious (c = 0)")):
-            pool = [r for r in valid if r.organ == organ and r.confidence == confidence]
-            for r in rng.sample(pool, min(SAMPLES_PER_ORGAN_AND_TONE, len(pool))):
-                lines += [
-                    f"**{organ}, {r.attribute} = {r.label}, {tone}** — `{r.generator}`",
-                    f"- question: {r.question}",
-                    f"- search: {r.search}",
-                    f"- diagnosis: {r.diagnosis}",
-                    "",
-                ]
-    return "\n".join(lines)
 
 
 @task
