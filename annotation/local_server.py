@@ -18,7 +18,7 @@ from annotation.accounts import create_reader
 from annotation.server import LabelStudioServer
 from annotation.server_build import ensure_labelstudio_venv, prepare_data_dir
 from schemas.environment import ENV_PREFIX
-from schemas.vocabulary import ORGANS
+from schemas.vocabulary import registered_organs
 
 DEMO_READERS = (("reader-a@lookcloser.local", "R1"), ("reader-b@lookcloser.local", "R2"))
 DEMO_ADJUDICATOR = ("adjudicator@lookcloser.local", "A1")
@@ -62,8 +62,8 @@ def up(settings: LabelStudioSettings) -> tuple[LabelStudioServer, dict[str, Any]
         token = create_reader(server.url, server.admin_token, email, password)
         readers.append({"email": email, "pseudonym": pseudonym, "password": password, "token": token})
     credentials["readers"] = readers
-    credentials.setdefault("organs", {organ: [email for email, _ in DEMO_READERS] for organ in ORGANS})
-    credentials.setdefault("adjudicators", dict.fromkeys(ORGANS, DEMO_ADJUDICATOR[0]))
+    credentials.setdefault("organs", {organ: [email for email, _ in DEMO_READERS] for organ in registered_organs()})
+    credentials.setdefault("adjudicators", dict.fromkeys(registered_organs(), DEMO_ADJUDICATOR[0]))
     write_credentials(settings, credentials)
     return server, credentials
 

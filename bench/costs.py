@@ -110,10 +110,10 @@ def stage_consensus(workspace: Path, _count: int, _size: int) -> Work:
     from annotation.consensus import ConsensusPolicy
     from flows.catalog import Catalog
     from flows.stages.consensus import decide_organ
-    from schemas.vocabulary import ORGANS
+    from schemas.vocabulary import registered_organs
 
     catalog = Catalog(_settings(workspace).resolved_catalog_url)
-    return lambda: sum(decide_organ(catalog, organ, ConsensusPolicy()).decided for organ in ORGANS)
+    return lambda: sum(decide_organ(catalog, organ, ConsensusPolicy()).decided for organ in registered_organs())
 
 
 def stage_synthesis(workspace: Path, _count: int, _size: int) -> Work:

@@ -8,14 +8,39 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    GetJsonSchemaHandler,
+    field_validator,
+    model_validator,
+)
+from pydantic.json_schema import JsonSchemaValue
 
 from schemas.frames import model_size, to_model_box, validate_box
-from schemas.vocabulary import load_vocabulary
+from schemas.vocabulary import VocabularyError, load_vocabulary, registered_organs
 
-Organ = Literal["breast", "liver", "thyroid"]
+
+def _registered_organ(organ: str) -> str:
+    if organ not in registered_organs():
+        raise VocabularyError(f"unknown organ {organ!r}; registered: {', '.join(registered_organs())}")
+    return organ
+
+
+class _RegisteredOrgansSchema:
+    """In the exported JSON Schema an organ is one of the organs registered when it is exported."""
+
+    @classmethod
+    def __get_pydantic_json_schema__(cls, core_schema: Any, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+        return {**handler(core_schema), "enum": list(registered_organs())}
+
+
+# An organ is a registered one: a YAML file in the vocabulary folder (schemas/vocab/), not a fixed list.
+Organ = Annotated[str, AfterValidator(_registered_organ), _RegisteredOrgansSchema]
 Split = Literal["train", "test"]
 
 

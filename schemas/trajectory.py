@@ -193,3 +193,10 @@ def assemble_trajectory(
         diagnosis=rationale.diagnosis,
         answer={answer_key: record.label},
     )
+
+
+def answer_from_json(text: str | None, key: str) -> str | None:
+    """The attribute's value in the `<answer>` JSON (`extract_answer`), or None."""
+    answer = extract_answer(text or "")
+    value = answer.get(key) if answer else None
+    return value.strip() if isinstance(value, str) and value.strip() else None

@@ -1,21 +1,45 @@
-"""Organ attribute vocabularies: canonical values, accepted synonyms, question phrasings.
+"""Organ attribute vocabularies: canonical values, accepted synonyms, question phrasings, phantom render hints.
 
-The YAML files in `schemas/vocab/` are the single source; adding an attribute or an organ is a
-YAML change. Input values (from sources, readers, the teacher) are normalised here.
+The YAML files in `schemas/vocab/` are the single source, and the organ list IS that folder: adding an
+attribute or an organ is a YAML change, and ingest, label configs, consensus, the teacher, the release gate
+and status take it from there. `LOOKCLOSER_VOCAB_DIR` points at another folder (a site's own organs, or a
+test's). Input values (from sources, readers, the teacher) are normalised here.
 """
 
 from __future__ import annotations
 
+import os
 import re
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
-VOCAB_DIR = Path(__file__).parent / "vocab"
-ORGANS: tuple[str, ...] = ("breast", "liver", "thyroid")
+from schemas.environment import ENV_PREFIX
+
+DEFAULT_VOCAB_DIR = Path(__file__).parent / "vocab"
+VOCAB_DIR_VARIABLE = f"{ENV_PREFIX}VOCAB_DIR"
+
+
+def vocab_dir() -> Path:
+    """The vocabulary folder: `LOOKCLOSER_VOCAB_DIR`, or the one shipped in `schemas/vocab/`."""
+    configured = os.environ.get(VOCAB_DIR_VARIABLE)
+    return Path(configured) if configured else DEFAULT_VOCAB_DIR
+
+
+def registered_organs() -> tuple[str, ...]:
+    """The registered organs: one per YAML file of the vocabulary folder, sorted by name."""
+    return _organs_in(vocab_dir())
+
+
+@cache
+def _organs_in(folder: Path) -> tuple[str, ...]:
+    found = tuple(sorted(path.stem for path in folder.glob("*.yaml")))
+    if not found:
+        raise VocabularyError(f"no organ vocabulary (*.yaml) in {folder} ({VOCAB_DIR_VARIABLE})")
+    return found
 
 
 def _match_key(text: str) -> str:
@@ -32,6 +56,7 @@ class AttributeValue(BaseModel):
 
     synonyms: tuple[str, ...] = ()
     render: dict[str, Any] = Field(default_factory=dict)  # phantom rendering hints only
+    evidence: tuple[str, ...] = ()  # visual evidence for this value, for a prompt bundle without guidance here
 
 
 class Attribute(BaseModel):
@@ -41,6 +66,7 @@ class Attribute(BaseModel):
     answer_key: str
     required: bool = True
     questions: tuple[str, ...]
+    look_for: str | None = None  # what the search step examines, for a prompt bundle without guidance here
     values: dict[str, AttributeValue]
 
     @property
@@ -57,11 +83,32 @@ class Attribute(BaseModel):
         raise VocabularyError(f"{raw!r} is not a value of attribute {self.name!r}; allowed: {allowed}")
 
 
+class PhantomHints(BaseModel):
+    """How the phantom source draws this organ's background tissue (`flows/ingest/sources/phantom.py`)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    tissue: Literal["layers", "vessels", "gland", "plain"] = "plain"
+
+
+class TeacherWords(BaseModel):
+    """How the teacher's prose names the organ's tissue and its lesions (for a bundle without organ words)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    region: str  # e.g. "thyroid lobe"
+    structure: str  # e.g. "nodule"
+
+
 class OrganVocabulary(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     organ: str
     standard: str
+    test_only: bool = False  # cross-domain: every image goes to the test split (the paper's thyroid set)
+    dicom_body_parts: tuple[str, ...] = ()  # BodyPartExamined codes that mean this organ
+    phantom: PhantomHints = PhantomHints()
+    words: TeacherWords | None = None
     attributes: dict[str, Attribute]
 
     def attribute(self, name: str) -> Attribute:
@@ -81,17 +128,34 @@ def _parse(data: dict[str, Any]) -> OrganVocabulary:
         name: Attribute(name=name, **{**spec, "values": {str(k): v or {} for k, v in spec["values"].items()}})
         for name, spec in data["attributes"].items()
     }
-    return OrganVocabulary(organ=data["organ"], standard=data["standard"], attributes=attributes)
+    return OrganVocabulary(**{**data, "attributes": attributes})
+
+
+def load_vocabulary(organ: str) -> OrganVocabulary:
+    """The vocabulary of one organ, read from `{vocab_dir()}/{organ}.yaml`."""
+    return _load(vocab_dir(), organ)
 
 
 @cache
-def load_vocabulary(organ: str) -> OrganVocabulary:
-    """The vocabulary of one organ, read from `schemas/vocab/{organ}.yaml`."""
-    path = VOCAB_DIR / f"{organ}.yaml"
+def _load(folder: Path, organ: str) -> OrganVocabulary:
+    path = folder / f"{organ}.yaml"
     if not path.is_file():
-        known = ", ".join(sorted(p.stem for p in VOCAB_DIR.glob("*.yaml")))
+        known = ", ".join(sorted(p.stem for p in folder.glob("*.yaml")))
         raise VocabularyError(f"unknown organ {organ!r}; known: {known}")
-    return _parse(yaml.safe_load(path.read_text()))
+    vocabulary = _parse(yaml.safe_load(path.read_text()))
+    if vocabulary.organ != organ:
+        raise VocabularyError(f"{path.name} declares the organ {vocabulary.organ!r}; the file name must be the organ")
+    return vocabulary
+
+
+def cross_domain_organs() -> tuple[str, ...]:
+    """Organs whose images are all test images (cross-domain evaluation)."""
+    return tuple(organ for organ in registered_organs() if load_vocabulary(organ).test_only)
+
+
+def dicom_body_part_organs() -> dict[str, str]:
+    """DICOM BodyPartExamined code → organ, from every vocabulary's `dicom_body_parts`."""
+    return {code: organ for organ in registered_organs() for code in load_vocabulary(organ).dicom_body_parts}
 
 
 def normalize_value(organ: str, attribute: str, raw: str) -> str:

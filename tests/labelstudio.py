@@ -11,7 +11,7 @@ from annotation.accounts import create_reader
 from annotation.server import LabelStudioServer, free_port
 from annotation.server_build import ensure_labelstudio_venv, prepare_data_dir
 from flows.runtime.settings import Settings
-from schemas.vocabulary import ORGANS
+from schemas.vocabulary import registered_organs
 
 
 @contextlib.contextmanager
@@ -49,8 +49,8 @@ def register_readers(
         {
             "admin": {"token": server.admin_token},
             "readers": readers,
-            "organs": {organ: [r["email"] for r in readers[:2]] for organ in ORGANS},
-            "adjudicators": dict.fromkeys(ORGANS, readers[2]["email"]),
+            "organs": {organ: [r["email"] for r in readers[:2]] for organ in registered_organs()},
+            "adjudicators": dict.fromkeys(registered_organs(), readers[2]["email"]),
         },
     )
     return readers

@@ -14,10 +14,11 @@ from PIL import Image
 from flows.catalog import Catalog
 from flows.ingest.image_store import ImageStore
 from flows.runtime.settings import load_settings
+from schemas.evaluation import data_uri
 from schemas.trajectory import ZOOM_PROMPT
 from tests.scripted_openai import ScriptedOpenAIServer
 from tests.teacher_fixtures import phantom_consensus
-from training.evaluate import data_uri, iter_eval_rows
+from training.evaluate import iter_eval_rows
 
 ROLLOUTS = 8
 

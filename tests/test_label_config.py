@@ -18,7 +18,7 @@ from annotation.label_config import (
     validate_result,
 )
 from schemas.records import ReaderAnnotation
-from schemas.vocabulary import ORGANS, VocabularyError, _parse, load_vocabulary
+from schemas.vocabulary import VocabularyError, _parse, load_vocabulary, registered_organs
 
 SIZE = (640, 480)
 NO_BOX = "no_lesion_box"
@@ -32,7 +32,7 @@ def liver_result() -> list[dict]:
 # --- config ---------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("organ", ORGANS)
+@pytest.mark.parametrize("organ", registered_organs())
 def test_config_validates_and_matches_the_vocabulary(organ):
     xml = label_config(organ)
     validate_label_config(xml, organ=organ)
@@ -276,7 +276,7 @@ def test_reading_makes_reader_annotations():
 
 @st.composite
 def readings(draw):
-    organ = draw(st.sampled_from(ORGANS))
+    organ = draw(st.sampled_from(registered_organs()))
     width, height = draw(st.integers(8, 4000)), draw(st.integers(8, 4000))
     lesions = []
     for _ in range(draw(st.integers(1, 3))):

@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from training.metrics import (
+from schemas.metrics import (
     UNPARSABLE,
     SampleResult,
     accuracy,
@@ -97,7 +97,7 @@ def test_ece_equals_torchmetrics_binary_calibration_error(training_env):
     code = (
         "import json, torch\n"
         "from torchmetrics.classification import BinaryCalibrationError\n"
-        "from training.metrics import expected_calibration_error\n"
+        "from schemas.metrics import expected_calibration_error\n"
         "out = []\n"
         "for seed in range(20):\n"
         "    g = torch.Generator().manual_seed(seed)\n"

@@ -21,7 +21,7 @@ from flows.runtime.settings import load_settings
 from flows.stages.review import ReviewParams, acceptance, push_reviews, review_flow
 from flows.stages.synthesize import SynthesizeParams, run_synthesis
 from schemas.records import Rationale
-from schemas.vocabulary import ORGANS
+from schemas.vocabulary import registered_organs
 from tests.labelstudio import register_readers
 from tests.teacher_fixtures import phantom_consensus
 
@@ -30,11 +30,11 @@ SHARE = 0.2
 
 def test_sampling_is_stratified_by_organ_and_tone_and_stable():
     rationales = []
-    for organ in ORGANS:
+    for organ in registered_organs():
         for k in range(40):
             rationales.append(
                 Rationale(
-                    image_id=f"{ORGANS.index(organ)}{k:063x}",
+                    image_id=f"{registered_organs().index(organ)}{k:063x}",
                     attribute="shape",
                     organ=organ,
                     question="q",
@@ -139,7 +139,7 @@ def test_rejected_rationales_are_quarantined_and_the_ledger_reconciles(reviewed)
 
 def test_acceptance_is_reported_per_organ_and_tone(reviewed):
     table = acceptance(reviewed["catalog"])
-    assert set(table) <= {f"{o}/{t}" for o in ORGANS for t in ("definitive", "cautious")}
+    assert set(table) <= {f"{o}/{t}" for o in registered_organs() for t in ("definitive", "cautious")}
     assert sum(e["reviewed"] for e in table.values()) == reviewed["summary"].verdicts
     for entry in table.values():
         assert entry["accepted"] + entry["rejected"] == entry["reviewed"]

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from annotation.label_config import result_from_reading, validate_result
 from annotation.readers import DEFAULT_READER_NOISE, ReaderNoise, neighbouring_values, simulate_reading
 from schemas.frames import iou
-from schemas.vocabulary import ORGANS, load_vocabulary
+from schemas.vocabulary import load_vocabulary, registered_organs
 
 SIZE = (640, 480)
 SECOND_LESION_PROBABILITY = 0.15  # as the phantom generator
@@ -35,7 +35,7 @@ def attribute_agreement(difficulty, images=600):
     rng = random.Random(11)
     agree = total = 0
     for i in range(images):
-        organ = ORGANS[i % len(ORGANS)]
+        organ = registered_organs()[i % len(registered_organs())]
         a, b = two_readings(random_truth(organ, rng, difficulty), organ, f"img-{i}")
         for (_, attributes_a), (_, attributes_b) in zip(a, b, strict=True):
             agree += sum(attributes_a[name] == attributes_b[name] for name in attributes_a)
@@ -74,7 +74,7 @@ def test_boxes_jitter_more_on_hard_lesions():
     assert easy > 0.9 and hard < easy - 0.05
 
 
-@pytest.mark.parametrize("organ", ORGANS)
+@pytest.mark.parametrize("organ", registered_organs())
 def test_confusions_only_go_to_a_neighbouring_value(organ):
     rng = random.Random(organ)
     confusions = 0
@@ -119,7 +119,7 @@ def test_boxes_stay_inside_the_image_and_are_never_empty(width, height, corner, 
 def test_readings_post_as_valid_results():
     rng = random.Random(2)
     for i in range(60):
-        organ = ORGANS[i % len(ORGANS)]
+        organ = registered_organs()[i % len(registered_organs())]
         truth = random_truth(organ, rng, lesions=2)
         reading = simulate_reading(truth, organ, SIZE, reader_seed=1, image_key=str(i))
         assert validate_result(organ, result_from_reading(organ, reading, SIZE)) == []
@@ -128,16 +128,16 @@ def test_readings_post_as_valid_results():
 def echo_disagreement_shares(images=1500):
     """Per organ: the share of phantom-like images where two readers disagree on the echo attribute."""
     rng = random.Random(2024)
-    disagree = dict.fromkeys(ORGANS, 0)
-    count = dict.fromkeys(ORGANS, 0)
+    disagree = dict.fromkeys(registered_organs(), 0)
+    count = dict.fromkeys(registered_organs(), 0)
     for i in range(images):
-        organ = ORGANS[i % len(ORGANS)]
+        organ = registered_organs()[i % len(registered_organs())]
         echo = next(name for name, a in load_vocabulary(organ).attributes.items() if a.answer_key == "echo")
         lesions = 1 + (rng.random() < SECOND_LESION_PROBABILITY)
         a, b = two_readings(random_truth(organ, rng, lesions=lesions), organ, f"phantom-{i}")
         disagree[organ] += any(la[1][echo] != lb[1][echo] for la, lb in zip(a, b, strict=True))
         count[organ] += 1
-    return {organ: disagree[organ] / count[organ] for organ in ORGANS}
+    return {organ: disagree[organ] / count[organ] for organ in registered_organs()}
 
 
 def test_echo_disagreement_is_realistic_with_the_defaults():

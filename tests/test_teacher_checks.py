@@ -10,7 +10,7 @@ import pytest
 from flows.teacher.backends import TemplateBackend
 from flows.teacher.checks import CheckContext, check_reply, contains_any
 from flows.teacher.prompting import TeacherRequest, load_prompt_bundle, render_messages, render_repair
-from schemas.vocabulary import ORGANS, load_vocabulary
+from schemas.vocabulary import load_vocabulary, registered_organs
 
 BUNDLE = load_prompt_bundle()
 GOOD_SEARCH = (
@@ -115,7 +115,7 @@ def test_own_label_phrases_are_not_a_contradiction():
 
 
 def all_requests():
-    for organ in ORGANS:
+    for organ in registered_organs():
         for name, attribute in load_vocabulary(organ).attributes.items():
             for label in attribute.values:
                 for confidence in (0, 1):
@@ -157,7 +157,7 @@ def test_guidance_and_templates_carry_no_tone_word():
 
 
 def test_every_vocabulary_value_has_guidance():
-    for organ in ORGANS:
+    for organ in registered_organs():
         for name, attribute in load_vocabulary(organ).attributes.items():
             for label in attribute.values:
                 assert BUNDLE.evidence(organ, name, label)

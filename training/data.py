@@ -12,12 +12,15 @@ crop is made during the rollout by the zoom tool.
 
 from __future__ import annotations
 
+import argparse
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
 
+from schemas.dataset import shard_paths
 from schemas.frames import model_size
 from schemas.vocabulary import load_vocabulary
 
@@ -45,11 +48,6 @@ class DatasetContractError(ValueError):
 class ReleaseFacts:
     rows: dict[str, int]  # split → rows
     shards: int
-
-
-def shard_paths(release: Path, config: str) -> list[Path]:
-    pattern = "data/*/*.parquet" if config == "all" else f"data/{config}/*.parquet"
-    return sorted(release.glob(pattern))
 
 
 def check_release(release: Path, *, config: str, min_pixels: int, max_pixels: int) -> ReleaseFacts:
@@ -103,3 +101,44 @@ def to_grpo_row(row: dict[str, Any]) -> dict[str, Any]:
 
 def grpo_dataset(dataset: Any) -> Any:
     return dataset.map(to_grpo_row, remove_columns=dataset.column_names)
+
+
+def check_recipe_frames(release: Path, recipes: dict[str, Path]) -> None:
+    """The release's model frame must be each recipe's (each distinct frame checked once: the check reads every
+    shard's metadata). DatasetContractError names the stage and the recipe."""
+    import yaml
+
+    from training.arguments import ZoomArguments
+
+    defaults, checked = ZoomArguments(), set()
+    for stage, recipe in recipes.items():
+        values = yaml.safe_load(recipe.read_text())
+        config = values.get("dataset_config", defaults.dataset_config)
+        frame = (values.get("min_pixels", defaults.min_pixels), values.get("max_pixels", defaults.max_pixels))
+        if (config, frame) in checked:
+            continue
+        checked.add((config, frame))
+        try:
+            check_release(release, config=config, min_pixels=frame[0], max_pixels=frame[1])
+        except DatasetContractError as err:
+            raise DatasetContractError(f"{stage} recipe {recipe.name}: {err}") from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m training.data --release DIR --recipe sft=PATH --recipe grpo=PATH`: the frame check the train stage
+    runs before any model is loaded; exit 2 with one line on stderr when the release does not fit a recipe."""
+    parser = argparse.ArgumentParser(description="check a release against training recipes")
+    parser.add_argument("--release", type=Path, required=True)
+    parser.add_argument("--recipe", action="append", default=[], help="STAGE=PATH, repeatable")
+    args = parser.parse_args(argv)
+    recipes = {stage: Path(path) for stage, _, path in (r.partition("=") for r in args.recipe)}
+    try:
+        check_recipe_frames(args.release, recipes)
+    except DatasetContractError as err:
+        print(err, file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -31,7 +31,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from schemas.frames import iou
-from schemas.trajectory import extract_answer
+from schemas.trajectory import answer_from_json
 
 THINK = r"<think>(?:(?!</?think>).)+</think>"
 TURN1_TEXT_RE = re.compile(rf"\A\s*{THINK}\s*\Z", re.S)  # turn 1's text once TRL has parsed the tool call out
@@ -68,13 +68,6 @@ def final_text(completion: Sequence[dict[str, Any]]) -> str | None:
     if len(completion) < 3 or completion[-1].get("role") != "assistant":
         return None
     return _text(completion[-1])
-
-
-def answer_from_json(text: str | None, key: str) -> str | None:
-    """The attribute's value in the `<answer>` JSON (schemas.trajectory.extract_answer), or None."""
-    answer = extract_answer(text or "")
-    value = answer.get(key) if answer else None
-    return value.strip() if isinstance(value, str) and value.strip() else None
 
 
 def final_answer(completion: Sequence[dict[str, Any]], key: str, parser: AnswerParser | None = None) -> str | None:

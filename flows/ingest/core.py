@@ -30,7 +30,7 @@ from flows.ingest.sources.base import SourceItem
 from flows.ingest.splits import SplitAssigner
 from schemas.frames import MAX_ASPECT_RATIO
 from schemas.records import ImageRecord, ReaderAnnotation, SourceAnnotation
-from schemas.vocabulary import ORGANS, VocabularyError
+from schemas.vocabulary import VocabularyError, cross_domain_organs, registered_organs
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,8 @@ class IngestOptions(BaseModel):
         default=None, ge=0, description="instead of a fraction: this many test images per organ (paper: 120)"
     )
     test_only_organs: tuple[str, ...] = Field(
-        default=("thyroid",), description="organs used only for cross-domain testing (paper §3)"
+        default_factory=cross_domain_organs,
+        description="organs used only for cross-domain testing (paper §3; default: the vocabularies' test_only)",
     )
     near_duplicate_distance: int = Field(
         default=6, ge=0, le=32, description="pHash Hamming distance at or below which images form one group"
@@ -101,7 +102,7 @@ def check_adapter_error(item: SourceItem) -> str | None:
 
 
 def check_organ(item: SourceItem) -> str | None:
-    return None if item.organ in ORGANS else "unknown_organ"
+    return None if item.organ in registered_organs() else "unknown_organ"
 
 
 def check_us_region(item: SourceItem, image: Image.Image) -> str | None:

@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 import pyarrow.parquet as pq
 
-from training.data import shard_paths
+from schemas.dataset import shard_paths
 
 FORMATS = ("llamafactory", "swift")
 Format = Literal["llamafactory", "swift"]

@@ -23,12 +23,11 @@ from flows.teacher.checks import contains_any
 from flows.teacher.prompting import load_prompt_bundle
 from schemas.records import ImageRecord, Sample
 from schemas.trajectory import TrajectoryError, parse_trajectory
-from schemas.vocabulary import load_vocabulary
+from schemas.vocabulary import cross_domain_organs, load_vocabulary, registered_organs
 
 SUITE_DIR = Path(schemas.__file__).parent / "expectations"
 DEFAULT_SUITE = "release-v1"
 DEFAULT_PROMPT = "teacher-v1"  # for a generator string that does not name its prompt version
-TEST_ONLY_ORGANS = ("thyroid",)  # the paper's cross-domain setting
 
 
 @dataclass(frozen=True)
@@ -136,12 +135,12 @@ def add_split_facts(rows: list[dict[str, Any]]) -> None:
     patient has, by design, so they are left out of the patient and group checks (and get their own).
     """
     splits: dict[tuple[str, Any], set[str]] = defaultdict(set)
-    in_domain = [row for row in rows if row["organ"] not in TEST_ONLY_ORGANS]
+    in_domain = [row for row in rows if row["organ"] not in cross_domain_organs()]
     for row in in_domain:
         splits[("patient", row["patient_key"])].add(row["split"])
         splits[("group", row["dup_group"])].add(row["split"])
     for row in rows:
-        cross_domain = row["organ"] in TEST_ONLY_ORGANS
+        cross_domain = row["organ"] in cross_domain_organs()
         row["check_patient_in_one_split"] = cross_domain or len(splits[("patient", row["patient_key"])]) == 1
         row["check_duplicate_group_in_one_split"] = cross_domain or len(splits[("group", row["dup_group"])]) == 1
         row["check_split_allowed_for_organ"] = not cross_domain or row["split"] == "test"
@@ -222,7 +221,10 @@ def validate_rows(
     expectations = context.suites.add(gx.ExpectationSuite(name=spec["version"]))
     items = spec["expectations"] + (distribution_expectations(bounds) if bounds else [])
     for item in items:
-        expectations.add_expectation(_expectation_class(item["type"])(**item["kwargs"]))
+        kwargs = dict(item["kwargs"])
+        if kwargs.get("value_set") == "registered_organs":
+            kwargs["value_set"] = list(registered_organs())
+        expectations.add_expectation(_expectation_class(item["type"])(**kwargs))
     definition = context.validation_definitions.add(
         gx.ValidationDefinition(name=f"{spec['version']}-rows", data=batch, suite=expectations)
     )

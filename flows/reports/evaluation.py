@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from training.metrics import Metrics, SampleResult, compute_metrics, consensus, entropy, is_correct
+from schemas.metrics import Metrics, SampleResult, compute_metrics, consensus, entropy, is_correct
 
 
 def _fmt(value: float, percent: bool = True) -> str:

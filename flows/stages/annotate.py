@@ -23,7 +23,7 @@ from annotation.readers import ReaderNoise, simulate_reading
 from flows.catalog import Catalog, Outcome
 from flows.runtime.settings import Settings, load_settings
 from schemas.records import Organ
-from schemas.vocabulary import ORGANS
+from schemas.vocabulary import registered_organs
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ class AnnotateSummary:
 
 
 def _organs(organ: str | None) -> tuple[str, ...]:
-    return (organ,) if organ else ORGANS
+    return (organ,) if organ else registered_organs()
 
 
 def image_tasks(catalog: Catalog, organ: str, *, preannotate: bool, prefix: str) -> dict[str, dict]:

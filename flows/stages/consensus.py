@@ -22,7 +22,7 @@ from flows.catalog import Catalog
 from flows.runtime.retries import CATALOG_RETRIES
 from flows.runtime.settings import load_settings
 from schemas.records import Organ, ReaderAnnotation, SourceAnnotation
-from schemas.vocabulary import ORGANS, load_vocabulary
+from schemas.vocabulary import load_vocabulary, registered_organs
 
 log = logging.getLogger(__name__)
 CONSENSUS_BATCH = 500  # decisions per catalog transaction
@@ -122,7 +122,7 @@ def report_statistics(organs: list[str], params: ConsensusParams) -> str:
 def consensus_flow(params: ConsensusParams | None = None) -> list[ConsensusSummary]:
     """Derive labels, c and fused boxes from the readings of every organ; report agreement."""
     params = params or ConsensusParams()
-    organs = [params.organ] if params.organ else list(ORGANS)
+    organs = [params.organ] if params.organ else list(registered_organs())
     summaries = [decide_organ_task(organ, params) for organ in organs]
-    report_statistics(list(ORGANS), params)  # the report always covers every organ
+    report_statistics(list(registered_organs()), params)  # the report always covers every organ
     return summaries

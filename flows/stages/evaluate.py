@@ -15,26 +15,21 @@ import subprocess
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import yaml
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel, Field, model_validator
 
+from flows.evaluation.endpoint import OpenAIEndpoint, iter_eval_rows
 from flows.release.folders import release_folder, worktrees_folder
 from flows.release.repository import version_path
+from flows.runtime.revision import git_revision
 from flows.runtime.settings import Settings, SettingsError, load_settings
 from flows.stages.train import REPO, recipe_files, training_python
+from schemas.evaluation import RolloutSettings, evaluate_rows, read_results, write_results
 from schemas.frames import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS
-from training.arguments import git_revision
-from training.evaluate import (
-    OpenAIEndpoint,
-    RolloutSettings,
-    evaluate_rows,
-    iter_eval_rows,
-    read_results,
-    write_results,
-)
 
 
 class EvaluateParams(BaseModel):
@@ -116,6 +111,12 @@ def run_local_model(params: EvaluateParams, release: Path, out: Path, settings: 
         raise RuntimeError(f"local evaluation failed (exit {result.returncode}): {tail[:300]}")
 
 
+def progress_bar(futures: list[Any]) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(futures, desc="evaluate", unit="sample")
+
+
 @task
 def rollouts_task(params: EvaluateParams) -> str:
     """Run the rollouts (here for an endpoint, as a job for a local model); returns the results file."""
@@ -137,7 +138,10 @@ def rollouts_task(params: EvaluateParams) -> str:
             raise SettingsError(f"{params.dataset}@{params.version} has no rows in the split {params.split!r}")
         key = settings.teacher_api_key.get_secret_value() if settings.teacher_api_key else "none"
         backend = OpenAIEndpoint(params.endpoint, params.served_model or settings.teacher_model, api_key=key)
-        write_results(evaluate_rows(backend, rows, params.rollout_settings(), concurrency=params.concurrency), out)
+        rollouts = evaluate_rows(
+            backend, rows, params.rollout_settings(), concurrency=params.concurrency, progress=progress_bar
+        )
+        write_results(rollouts, out)
         requests = backend.requests
     else:
         run_local_model(params, release, out, settings)

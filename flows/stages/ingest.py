@@ -37,7 +37,7 @@ from flows.ingest.sources.phantom import PhantomConfig, phantom_items
 from flows.runtime.settings import Settings, load_settings
 from flows.runtime.task_runners import ConfiguredTaskRunner, in_order, is_distributed
 from schemas.records import Organ
-from schemas.vocabulary import ORGANS
+from schemas.vocabulary import registered_organs
 
 SourceKind = Literal["folder", "manifest", "buscot", "ddti", "dicom", "hf", "phantom"]
 
@@ -79,7 +79,7 @@ class IngestParams(BaseModel):
 def source_items(params: IngestParams) -> tuple[Iterator[SourceItem], int | None]:
     """The adapter's items and, when known, how many there are."""
     if params.kind == "phantom":
-        config = PhantomConfig(organs=(params.organ,) if params.organ else ORGANS)
+        config = PhantomConfig(organs=(params.organ,) if params.organ else registered_organs())
         root = load_settings().workspace / "sources"
         return phantom_items(root, seed=params.seed, count=params.count, config=config), params.count
     module, function = ADAPTERS[params.kind]

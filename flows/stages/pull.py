@@ -25,7 +25,7 @@ from flows.catalog import Catalog, Outcome
 from flows.runtime.retries import SERVICE_RETRIES
 from flows.runtime.settings import load_settings
 from schemas.records import Organ, ReaderAnnotation
-from schemas.vocabulary import ORGANS
+from schemas.vocabulary import registered_organs
 
 log = logging.getLogger(__name__)
 
@@ -140,4 +140,4 @@ def pull_organ(organ: str, params: PullParams) -> PullSummary:
 def pull_flow(params: PullParams | None = None) -> list[PullSummary]:
     """Pull finished readings of every organ and route disagreements to adjudication."""
     params = params or PullParams()
-    return [pull_organ(organ, params) for organ in ((params.organ,) if params.organ else ORGANS)]
+    return [pull_organ(organ, params) for organ in ((params.organ,) if params.organ else registered_organs())]

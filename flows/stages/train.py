@@ -19,15 +19,14 @@ import os
 import subprocess
 from pathlib import Path
 
-import yaml
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel, Field
 
 from flows.release.folders import release_folder, worktrees_folder
 from flows.release.repository import version_path
+from flows.runtime.revision import git_revision
 from flows.runtime.settings import Settings, SettingsError, load_settings
-from training.arguments import git_revision
 
 REPO = Path(__file__).resolve().parents[2]
 RECIPES = REPO / "training" / "recipes"
@@ -64,24 +63,18 @@ def recipe_files(recipe: str, stages: list[str]) -> dict[str, Path]:
     return files
 
 
-def check_frame(release: Path, recipes: dict[str, Path]) -> None:
-    """The release's model frame must be each recipe's: refused before any model is loaded (each distinct
-    frame is checked once: the check reads every shard's metadata)."""
-    from training.arguments import ZoomArguments
-    from training.data import DatasetContractError, check_release
-
-    defaults, checked = ZoomArguments(), set()
-    for stage, recipe in recipes.items():
-        values = yaml.safe_load(recipe.read_text())
-        config = values.get("dataset_config", defaults.dataset_config)
-        frame = (values.get("min_pixels", defaults.min_pixels), values.get("max_pixels", defaults.max_pixels))
-        if (config, frame) in checked:
-            continue
-        checked.add((config, frame))
-        try:
-            check_release(release, config=config, min_pixels=frame[0], max_pixels=frame[1])
-        except DatasetContractError as err:
-            raise SettingsError(f"{stage} recipe {recipe.name}: {err}") from None
+def check_frame(release: Path, recipes: dict[str, Path], settings: Settings) -> None:
+    """The release's model frame must be each recipe's: refused before any model is loaded. The check is the
+    training side's (`training/data.py`), run as a short job in the training environment."""
+    command = [str(training_python(settings)), "-m", "training.data", "--release", str(release)]
+    command += [arg for stage, recipe in recipes.items() for arg in ("--recipe", f"{stage}={recipe}")]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, check=False)
+    if result.returncode == 2:
+        raise SettingsError(result.stderr.strip().splitlines()[-1])
+    if result.returncode != 0:
+        tail = (result.stderr.strip().splitlines() or ["no output"])[-1]
+        raise TrainError(f"the release check failed (exit {result.returncode}): {tail[:300]}")
 
 
 def training_python(settings: Settings) -> Path:
@@ -147,7 +140,7 @@ def prepare_task(params: TrainParams) -> dict[str, str]:
     release = version_path(
         release_folder(settings, params.dataset), params.version, worktrees_folder(settings, params.dataset)
     )
-    check_frame(release, recipes)
+    check_frame(release, recipes, settings)
     return {"release": str(release), **{stage: str(path) for stage, path in recipes.items()}}
 
 

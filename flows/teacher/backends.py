@@ -62,7 +62,7 @@ class TemplateBackend:
     def reply(self, request: TeacherRequest, seed: int) -> dict[str, str]:
         rng = random.Random(f"{self.bundle.version}|{request.item_key}|{request.label}|{request.confidence}|{seed}")
         phrases = self.bundle.template
-        words = dict(phrases["organ_words"][request.organ])
+        words = self.bundle.organ_words(request.organ)
         guidance = self.bundle.attribute_guidance(request.organ, request.attribute)
         fields = {
             **words,

@@ -70,10 +70,26 @@ class PromptBundle:
     _memo: dict[tuple, Any] = field(default_factory=dict, compare=False, repr=False)  # derived, per bundle
 
     def attribute_guidance(self, organ: str, attribute: str) -> dict[str, Any]:
-        try:
+        """The bundle's guidance for organ × attribute; for an organ the bundle does not know, the vocabulary's
+        own (`look_for`, each value's `evidence`), so a new organ needs only its vocabulary file."""
+        if attribute in self.guidance.get(organ, {}):
             return self.guidance[organ][attribute]
-        except KeyError:
-            raise PromptError(f"prompt bundle {self.version} has no guidance for {organ}/{attribute}") from None
+        spec = load_vocabulary(organ).attribute(attribute)
+        if spec.look_for and all(value.evidence for value in spec.values.values()):
+            return {
+                "look_for": spec.look_for,
+                "values": {v: {"evidence": list(s.evidence)} for v, s in spec.values.items()},
+            }
+        raise PromptError(f"prompt bundle {self.version} has no guidance for {organ}/{attribute}")
+
+    def organ_words(self, organ: str) -> dict[str, str]:
+        """How the template backend names the organ's tissue and lesions: the bundle's, else the vocabulary's."""
+        if organ in self.template["organ_words"]:
+            return dict(self.template["organ_words"][organ])
+        words = load_vocabulary(organ).words
+        if words is None:
+            raise PromptError(f"prompt bundle {self.version} has no organ words for {organ} (vocabulary: words)")
+        return words.model_dump()
 
     def value_terms(self, organ: str, attribute: str) -> dict[str, list[str]]:
         """value → every phrase that names it in prose: canonical name, vocabulary synonyms, guidance terms."""

@@ -47,7 +47,7 @@ from pydicom.uid import (
 
 from flows.ingest.decode import check_degenerate, window_to_8bit
 from flows.ingest.sources.base import SourceItem
-from schemas.vocabulary import ORGANS
+from schemas.vocabulary import dicom_body_part_organs, registered_organs
 
 log = logging.getLogger(__name__)
 
@@ -64,15 +64,6 @@ _ENCODING_SYNTAXES: dict[tuple[bool | None, bool | None], str] = {
     (True, True): ImplicitVRLittleEndian,
     (False, True): ExplicitVRLittleEndian,
     (False, False): ExplicitVRBigEndian,
-}
-
-# BodyPartExamined (CS, upper case) → organ; the organ argument, when given, wins.
-BODY_PART_ORGANS: dict[str, str] = {
-    "BREAST": "breast",
-    "LIVER": "liver",
-    "ABDOMEN": "liver",
-    "THYROID": "thyroid",
-    "NECK": "thyroid",
 }
 
 # Every reason this adapter puts in `SourceItem.error`.
@@ -159,8 +150,8 @@ def iter_dicom_items(
     require_us_region_when_burned_in: bool = True,
 ) -> Iterator[SourceItem]:
     """One item per selected frame of every DICOM file under `root` (a folder or one file)."""
-    if organ is not None and organ not in ORGANS:
-        raise ValueError(f"organ must be one of {', '.join(ORGANS)}, not {organ!r}")
+    if organ is not None and organ not in registered_organs():
+        raise ValueError(f"organ must be one of {', '.join(registered_organs())}, not {organ!r}")
     if frames not in FRAME_MODES:
         raise ValueError(f"frames must be one of {', '.join(FRAME_MODES)}, not {frames!r}")
     if frame_stride < 1:
@@ -272,7 +263,8 @@ def _read_header(dataset: Dataset, options: _Options) -> _Header:
     """Organ, region, frames and allow-listed metadata; _RejectedError for a file-level reason."""
     if "PixelData" not in dataset:
         raise _RejectedError("dicom_without_pixel_data")
-    organ = options.organ or BODY_PART_ORGANS.get(_code_string(dataset.get("BodyPartExamined")) or "")
+    # BodyPartExamined (CS, upper case) → organ, from the vocabularies; the organ argument, when given, wins.
+    organ = options.organ or dicom_body_part_organs().get(_code_string(dataset.get("BodyPartExamined")) or "")
     if organ is None:
         raise _RejectedError("organ_unknown")
     width, height = int(dataset.Columns), int(dataset.Rows)

@@ -26,7 +26,7 @@ from PIL import Image, ImageDraw
 from scipy import ndimage
 
 from flows.ingest.sources.base import SourceItem
-from schemas.vocabulary import ORGANS, load_vocabulary
+from schemas.vocabulary import load_vocabulary, registered_organs
 
 HEADER_HEIGHT = 40  # burned-in text band above the ultrasound region
 FAN_HALF_ANGLE_DEG = 36.0
@@ -40,7 +40,7 @@ class PhantomConfig:
 
     width: int = 640
     height: int = 480
-    organs: tuple[str, ...] = ORGANS
+    organs: tuple[str, ...] = field(default_factory=registered_organs)
     max_lesions: int = 2
     second_lesion_probability: float = 0.15
     difficulty: float | None = None  # None: each lesion draws its own in [0, 1]
@@ -78,24 +78,25 @@ def _smooth_field(rng: np.random.Generator, shape: tuple[int, int], cells: int, 
 
 
 def _tissue(organ: str, rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
-    """Mean echo level of the background tissue, organ by organ."""
+    """Mean echo level of the background tissue, as the organ's vocabulary hints (`phantom.tissue`)."""
+    tissue = load_vocabulary(organ).phantom.tissue
     h, w = shape
     y = np.arange(h, dtype=np.float32)[:, None] / h
     echo = np.full(shape, 0.5, dtype=np.float32) * _smooth_field(rng, shape, 6, 0.08)
-    if organ == "breast":
+    if tissue == "layers":
         # skin line, subcutaneous fat, fibroglandular layer, pectoral muscle: undulating bands
         x = np.arange(w, dtype=np.float32)[None, :] / w
         wave = 0.03 * np.sin(2 * np.pi * (x * rng.uniform(0.8, 1.6) + rng.uniform(0, 1)))
         echo = np.where(y < 0.05 + wave, 1.1, echo)
         echo = np.where((y > 0.15 + wave) & (y < 0.2 + wave), 0.35, echo)
         echo = np.where(y > 0.82 + wave, 0.75, echo)
-    elif organ == "liver":
+    elif tissue == "vessels":
         # homogeneous parenchyma with a few anechoic vessels
         yy, xx = np.mgrid[0:h, 0:w]
         for _ in range(int(rng.integers(2, 5))):
             cx, cy, r = rng.uniform(0, w), rng.uniform(0.2 * h, h), rng.uniform(4, 10)
             echo = np.where((xx - cx) ** 2 + ((yy - cy) * 1.4) ** 2 < r**2, 0.04, echo)
-    elif organ == "thyroid":
+    elif tissue == "gland":
         # the gland (brighter ellipse) between darker strap muscles
         yy, xx = np.mgrid[0:h, 0:w]
         gland = ((xx - w / 2) / (0.42 * w)) ** 2 + ((yy - 0.55 * h) / (0.36 * h)) ** 2 < 1
