@@ -9,15 +9,17 @@ from typing import Annotated, Any
 import typer
 
 from flows.cli import common
+from flows.ingest.sources.registry import KINDS, source_adapter
 from flows.runtime.settings import Settings
-
-INGEST_KINDS = ("folder", "manifest", "buscot", "ddti", "dicom", "hf", "phantom")
+from schemas.vocabulary import registered_organs
 
 
 def ingest(
-    kind: Annotated[str, typer.Argument(help=f"source kind: {' '.join(INGEST_KINDS)}")],
+    kind: Annotated[str, typer.Argument(help=f"source kind: {' '.join(KINDS)}")],
     path: Annotated[str | None, typer.Argument(help="source folder, manifest file or dataset id (not phantom)")] = None,
-    organ: Annotated[str | None, typer.Option(help="breast, liver or thyroid (default: all / from the source)")] = None,
+    organ: Annotated[
+        str | None, typer.Option(help=f"{', '.join(registered_organs())} (default: all / from the source)")
+    ] = None,
     count: Annotated[int, typer.Option(help="phantom: number of images")] = 30,
     seed: Annotated[int, typer.Option(help="phantom: random seed")] = 0,
     option: Annotated[
@@ -34,9 +36,10 @@ def ingest(
     ] = None,
 ) -> None:
     """Ingest a source into the catalog and image store (idempotent: re-runs change nothing)."""
-    if kind not in INGEST_KINDS:
-        raise common.ConfigError(f"unknown source kind {kind!r}; one of: {', '.join(INGEST_KINDS)}")
-    if kind != "phantom" and (path is None or (kind != "hf" and not Path(path).exists())):
+    if kind not in KINDS:
+        raise common.ConfigError(f"unknown source kind {kind!r}; one of: {', '.join(KINDS)}")
+    adapter = source_adapter(kind)
+    if adapter.path != "none" and (path is None or (adapter.path == "local" and not Path(path).exists())):
         raise common.ConfigError(f"ingest {kind}: the source path is missing or does not exist")
     params: dict[str, Any] = {
         "source_name": source_name,

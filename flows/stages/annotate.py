@@ -21,13 +21,12 @@ from annotation.label_config import label_config, result_from_reading
 from annotation.projects import READER_ROLES, ReaderAssignment, image_task, project_title
 from annotation.readers import ReaderNoise, simulate_reading
 from flows.catalog import Catalog, Outcome
+from flows.ingest.sources.registry import PREANNOTATION_ORIGINS
 from flows.runtime.settings import Settings, load_settings
 from schemas.records import Organ
 from schemas.vocabulary import registered_organs
 
 log = logging.getLogger(__name__)
-
-PREANNOTATION_ORIGINS = ("mask", "outline", "phantom", "manifest")  # sources whose boxes are worth pre-filling
 
 
 class AnnotateParams(BaseModel):

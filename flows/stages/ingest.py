@@ -12,7 +12,6 @@ the same as after a single-process run.
 from __future__ import annotations
 
 import hashlib
-import importlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, Literal
@@ -34,23 +33,13 @@ from flows.ingest.core import (
 from flows.ingest.image_store import ImageStore
 from flows.ingest.sources.base import SourceItem
 from flows.ingest.sources.phantom import PhantomConfig, phantom_items
+from flows.ingest.sources.registry import KINDS, adapter_arguments, source_adapter
 from flows.runtime.settings import Settings, load_settings
 from flows.runtime.task_runners import ConfiguredTaskRunner, in_order, is_distributed
 from schemas.records import Organ
 from schemas.vocabulary import registered_organs
 
-SourceKind = Literal["folder", "manifest", "buscot", "ddti", "dicom", "hf", "phantom"]
-
-# kind → (module, adapter function); imported on use so a run pays only for its own adapter
-ADAPTERS: dict[str, tuple[str, str]] = {
-    "folder": ("flows.ingest.sources.folder", "iter_folder_items"),
-    "manifest": ("flows.ingest.sources.manifest", "iter_manifest_items"),
-    "buscot": ("flows.ingest.sources.buscot", "iter_buscot_items"),
-    "ddti": ("flows.ingest.sources.ddti", "iter_ddti_items"),
-    "dicom": ("flows.ingest.sources.dicom", "iter_dicom_items"),
-    "hf": ("flows.ingest.sources.hf", "iter_hf_items"),
-}
-ORGAN_FREE_ADAPTERS = ("buscot",)  # adapters that know their organ and take no organ argument
+SourceKind = Literal[KINDS]  # type: ignore[valid-type]  # the kinds of the source registry
 
 
 class IngestParams(BaseModel):
@@ -71,7 +60,7 @@ class IngestParams(BaseModel):
 
     @model_validator(mode="after")
     def _path_for_real_sources(self) -> IngestParams:
-        if self.kind != "phantom" and not self.path:
+        if source_adapter(self.kind).path != "none" and not self.path:
             raise ValueError(f"source kind {self.kind!r} needs a path")
         return self
 
@@ -82,13 +71,10 @@ def source_items(params: IngestParams) -> tuple[Iterator[SourceItem], int | None
         config = PhantomConfig(organs=(params.organ,) if params.organ else registered_organs())
         root = load_settings().workspace / "sources"
         return phantom_items(root, seed=params.seed, count=params.count, config=config), params.count
-    module, function = ADAPTERS[params.kind]
-    adapter = getattr(importlib.import_module(module), function)
-    kwargs = dict(params.adapter_options)
-    if params.kind not in ORGAN_FREE_ADAPTERS:
-        kwargs["organ"] = params.organ
-    source = params.path if params.kind == "hf" else Path(str(params.path))
-    return scoped(adapter(source, **kwargs), source_scope(params)), None
+    adapter = source_adapter(params.kind)
+    kwargs = adapter_arguments(adapter, params.organ, params.adapter_options)
+    source = params.path if adapter.path == "dataset id" else Path(str(params.path))
+    return scoped(adapter.load()(source, **kwargs), source_scope(params)), None
 
 
 def source_scope(params: IngestParams) -> str:

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from flows.ingest.sources.base import SourceItem
-from flows.ingest.sources.folder import image_size, is_image_file, walk_files
+from flows.ingest.sources.files import image_size, is_image_file, walk_files
 from flows.ingest.sources.masks import MaskError, box_from_polygon
 
 log = logging.getLogger(__name__)

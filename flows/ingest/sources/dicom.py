@@ -33,11 +33,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-from PIL import Image
 from pydicom import dcmread
 from pydicom.dataset import Dataset
-from pydicom.pixels import apply_color_lut, convert_color_space, get_decoder
+from pydicom.pixels import get_decoder
 from pydicom.uid import (
     ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
@@ -45,8 +43,9 @@ from pydicom.uid import (
     MediaStorageDirectoryStorage,
 )
 
-from flows.ingest.decode import check_degenerate, window_to_8bit
+from flows.ingest.decode import check_degenerate
 from flows.ingest.sources.base import SourceItem
+from flows.ingest.sources.dicom_pixels import RejectedError, decode_frame
 from schemas.vocabulary import dicom_body_part_organs, registered_organs
 
 log = logging.getLogger(__name__)
@@ -111,14 +110,6 @@ def _silenced() -> Iterator[None]:
             yield
     finally:
         _SILENCED.reset(token)
-
-
-class _RejectedError(Exception):
-    """The file or frame cannot become an item; `reason` is the quarantine reason."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -197,7 +188,7 @@ def _file_items(path: Path, rel: str, named_dicom: bool, options: _Options) -> I
             if dataset is None:
                 return
             header = _read_header(dataset, options)
-    except _RejectedError as rejected:
+    except RejectedError as rejected:
         yield _rejected_item(rel, rejected.reason, options.organ)
         return
     except Exception as err:  # a malformed header quarantines its file; it must not stop the walk
@@ -209,8 +200,8 @@ def _file_items(path: Path, rel: str, named_dicom: bool, options: _Options) -> I
         ref = f"{rel}#frame={index}" if header.number_of_frames > 1 else rel
         try:
             with _silenced():
-                image = _decode_frame(dataset, index)
-        except _RejectedError as rejected:
+                image = decode_frame(dataset, index)
+        except RejectedError as rejected:
             yield _rejected_item(ref, rejected.reason, header.organ)
             continue
         if reason := check_degenerate(image):
@@ -233,13 +224,13 @@ def _rejected_item(ref: str, reason: str, organ: str | None) -> SourceItem:
 
 # --------------------------------------------------------------------------- reading
 def _read_dataset(path: Path, named_dicom: bool) -> Dataset | None:
-    """The parsed dataset, None for a file to skip silently, or _RejectedError."""
+    """The parsed dataset, None for a file to skip silently, or RejectedError."""
     try:
         with path.open("rb") as fh:
             head = fh.read(PREAMBLE_LENGTH + 4)
     except OSError:
         if named_dicom:
-            raise _RejectedError("file_unreadable") from None
+            raise RejectedError("file_unreadable") from None
         return None
     has_preamble = head[PREAMBLE_LENGTH:] == b"DICM"
     if not (has_preamble or named_dicom):
@@ -251,37 +242,37 @@ def _read_dataset(path: Path, named_dicom: bool) -> Dataset | None:
         dataset = dcmread(path, force=not has_preamble, defer_size=DEFER_BYTES)
     except Exception as err:
         log.debug("dicom unparseable: %s", type(err).__name__)
-        raise _RejectedError("not_dicom") from None
+        raise RejectedError("not_dicom") from None
     if "SOPClassUID" not in dataset and "PixelData" not in dataset:
-        raise _RejectedError("not_dicom")  # parsed, but into nothing an image or a DICOM object has
+        raise RejectedError("not_dicom")  # parsed, but into nothing an image or a DICOM object has
     if dataset.file_meta.get("MediaStorageSOPClassUID") == MediaStorageDirectoryStorage:
         return None  # DICOMDIR: an index of the other files
     return dataset
 
 
 def _read_header(dataset: Dataset, options: _Options) -> _Header:
-    """Organ, region, frames and allow-listed metadata; _RejectedError for a file-level reason."""
+    """Organ, region, frames and allow-listed metadata; RejectedError for a file-level reason."""
     if "PixelData" not in dataset:
-        raise _RejectedError("dicom_without_pixel_data")
+        raise RejectedError("dicom_without_pixel_data")
     # BodyPartExamined (CS, upper case) → organ, from the vocabularies; the organ argument, when given, wins.
     organ = options.organ or dicom_body_part_organs().get(_code_string(dataset.get("BodyPartExamined")) or "")
     if organ is None:
-        raise _RejectedError("organ_unknown")
+        raise RejectedError("organ_unknown")
     width, height = int(dataset.Columns), int(dataset.Rows)
     us_region, region = _ultrasound_region(dataset, width, height)
     burned_in = _code_string(dataset.get("BurnedInAnnotation")) == "YES"
     if us_region is None and burned_in and options.require_us_region_when_burned_in:
-        raise _RejectedError("burned_in_text_without_region")
+        raise RejectedError("burned_in_text_without_region")
     transfer_syntax = _transfer_syntax(dataset)
     try:
         available = get_decoder(transfer_syntax).is_available
     except NotImplementedError:  # pydicom has no decoder for this UID at all
         available = False
     if not available:
-        raise _RejectedError("unsupported_transfer_syntax")
+        raise RejectedError("unsupported_transfer_syntax")
     number_of_frames = int(dataset.get("NumberOfFrames") or 1)
     if number_of_frames < 1:
-        raise _RejectedError("dicom_decode_failed")
+        raise RejectedError("dicom_decode_failed")
     patient_id = str(dataset.get("PatientID") or "").strip() or None
     metadata = {
         "modality": _code_string(dataset.get("Modality")),
@@ -316,7 +307,7 @@ def _transfer_syntax(dataset: Dataset) -> str:
         return str(uid)
     uid = _ENCODING_SYNTAXES.get(dataset.original_encoding)
     if uid is None:
-        raise _RejectedError("unsupported_transfer_syntax")
+        raise RejectedError("unsupported_transfer_syntax")
     dataset.file_meta.TransferSyntaxUID = uid  # the decoder reads it from here
     return str(uid)
 
@@ -368,50 +359,3 @@ def _pixel_spacing_mm(dataset: Dataset, region: Dataset | None) -> dict[str, flo
     except (AttributeError, TypeError, ValueError):
         pass  # a malformed spacing is only missing metadata, not a reason to lose the image
     return None
-
-
-# --------------------------------------------------------------------------- decoding
-def _decode_frame(dataset: Dataset, index: int) -> Image.Image:
-    """One frame as a PIL image in mode "L" or "RGB"."""
-    decoder = get_decoder(dataset.file_meta.TransferSyntaxUID)
-    try:
-        # as_rgb (the default) turns YBR_FULL / YBR_FULL_422 into RGB for every transfer syntax and
-        # reports it in `changes`, so the colour space is taken from there, never converted twice.
-        pixels, changes = decoder.as_array(dataset, index=index)
-    except Exception as err:
-        log.debug("dicom frame not decoded: %s", type(err).__name__)
-        raise _RejectedError("dicom_decode_failed") from None
-    photometric = str(changes.get("photometric_interpretation", dataset.get("PhotometricInterpretation", "")))
-    bits_stored = int(changes.get("bits_stored", dataset.get("BitsStored", 8)))
-    try:
-        return _to_image(pixels, photometric, bits_stored, dataset)
-    except _RejectedError:
-        raise
-    except Exception as err:  # a LUT that does not fit its pixels, an odd array shape
-        log.debug("dicom frame not converted: %s", type(err).__name__)
-        raise _RejectedError("dicom_decode_failed") from None
-
-
-def _to_image(pixels: np.ndarray, photometric: str, bits_stored: int, dataset: Dataset) -> Image.Image:
-    if photometric in ("MONOCHROME1", "MONOCHROME2"):
-        gray = pixels if pixels.dtype == np.uint8 else np.asarray(window_to_8bit(pixels.astype(np.float64)))
-        if photometric == "MONOCHROME1":  # 0 is white; inverting after the window equals inverting before
-            gray = 255 - gray
-        return Image.fromarray(np.ascontiguousarray(gray, dtype=np.uint8), mode="L")
-    if photometric == "PALETTE COLOR":
-        return Image.fromarray(_lut_to_8bit(apply_color_lut(pixels, dataset)[..., :3]), mode="RGB")
-    if photometric in ("YBR_FULL", "YBR_FULL_422"):  # only if a decoder left it in YCbCr
-        pixels = convert_color_space(pixels, photometric, "RGB")
-        photometric = "RGB"
-    if photometric == "RGB":
-        if pixels.dtype != np.uint8:
-            pixels = np.clip(pixels.astype(np.float64) * 255.0 / (2**bits_stored - 1), 0, 255).round()
-        return Image.fromarray(np.ascontiguousarray(pixels, dtype=np.uint8), mode="RGB")
-    raise _RejectedError("unsupported_photometric_interpretation")
-
-
-def _lut_to_8bit(rgb: np.ndarray) -> np.ndarray:
-    """Palette output is 8 or 16 bits per entry; some 16-bit LUTs hold 8-bit values, so scale only if needed."""
-    if rgb.dtype == np.uint8 or int(rgb.max(initial=0)) <= 255:
-        return np.ascontiguousarray(rgb, dtype=np.uint8)
-    return np.ascontiguousarray(np.round(rgb.astype(np.float64) / 257.0), dtype=np.uint8)

@@ -14,9 +14,7 @@ that are not UTF-8 as Python decodes them (surrogate escapes).
 from __future__ import annotations
 
 import logging
-import os
 import re
-import struct
 import warnings
 import zipfile
 from collections import defaultdict
@@ -27,10 +25,10 @@ from typing import Any
 
 from openpyxl import load_workbook
 from openpyxl.utils.exceptions import InvalidFileException
-from PIL import ExifTags, Image
 
 from flows.ingest.decode import DecodeError, decode_image_file
 from flows.ingest.sources.base import SourceItem
+from flows.ingest.sources.files import image_size, is_image_file, walk_files
 from flows.ingest.sources.masks import MaskError, boxes_from_mask
 
 log = logging.getLogger(__name__)
@@ -38,9 +36,7 @@ log = logging.getLogger(__name__)
 SOURCE = "folder"
 LAYOUTS = ("auto", "busi", "tn3k", "breast", "plain")
 LAYOUT_ORGANS = {"busi": "breast", "tn3k": "thyroid", "breast": "breast"}
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp"})
 BUSI_CLASSES = frozenset({"benign", "malignant", "normal"})  # folder names, never patient data
-ROTATED_ORIENTATIONS = frozenset({5, 6, 7, 8})  # EXIF orientations that swap width and height
 
 _BUSI_MASK = re.compile(r"^(?P<image>.+)_mask(?:_\d+)?$")
 _BREAST_TUMOR_MASK = re.compile(r"^(?P<image>.+)_tumor(?:[_-]?\d+)?$")
@@ -87,39 +83,6 @@ class _Pairing:
     mask_missing: bool = False
     attributes: dict[str, str] = field(default_factory=dict)
     metadata: dict[str, Any] = field(default_factory=dict)
-
-
-# --------------------------------------------------------------------------- walking
-def _log_walk_error(err: OSError) -> None:
-    log.warning("a folder could not be listed (%s); its files are skipped", type(err).__name__)  # no path: PHI
-
-
-def walk_files(root: Path) -> list[Path]:
-    """Every file under `root`, relative to it, in sorted order; hidden files and symlinked folders skipped."""
-    found: list[Path] = []
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False, onerror=_log_walk_error):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        base = Path(dirpath).relative_to(root)
-        # dot files are OS litter (._name AppleDouble, .DS_Store), ~$ files are office lock files
-        found.extend(base / name for name in sorted(filenames) if not name.startswith((".", "~$")))
-    return found
-
-
-def is_image_file(path: Path) -> bool:
-    return path.suffix.lower() in IMAGE_SUFFIXES
-
-
-def image_size(path: Path) -> tuple[int, int] | None:
-    """(width, height) as the decoder will orient the image, from its header only; None if unreadable."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
-                width, height = image.size
-                orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
-    except (OSError, ValueError, SyntaxError, EOFError, struct.error, Image.DecompressionBombError):
-        return None
-    return (height, width) if orientation in ROTATED_ORIENTATIONS else (width, height)
 
 
 # --------------------------------------------------------------------------- layouts

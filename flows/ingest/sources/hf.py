@@ -26,7 +26,7 @@ from PIL import Image, ImageOps
 
 from flows.ingest.decode import DecodeError, decode_image_bytes, to_declared_mode
 from flows.ingest.sources.base import SourceItem
-from flows.ingest.sources.manifest import (
+from flows.ingest.sources.cells import (
     BOX_MALFORMED,
     MalformedBoxError,
     RowError,

@@ -17,7 +17,6 @@ import json
 import math
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +25,16 @@ from PIL import Image, ImageDraw
 from scipy import ndimage
 
 from flows.ingest.sources.base import SourceItem
+from flows.ingest.sources.phantom_scanner import (
+    FAN_HALF_ANGLE_DEG,
+    HEADER_HEIGHT,
+    burn_in_header,
+    depth_scale,
+    display_geometry,
+    speckle,
+)
 from schemas.vocabulary import load_vocabulary, registered_organs
 
-HEADER_HEIGHT = 40  # burned-in text band above the ultrasound region
-FAN_HALF_ANGLE_DEG = 36.0
 LESION_ANGLE_SAMPLES = 720
 MANIFEST_NAME = "manifest.jsonl"
 
@@ -230,43 +235,6 @@ def _paint_lesion(
         window[np.hypot(xx - fx, yy - fy) <= size] = 3.0
 
 
-def _speckle(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
-    """Fully developed speckle: magnitude of a correlated complex Gaussian field (Rayleigh)."""
-    re_, im_ = rng.normal(0, 1, (2, *shape)).astype(np.float32)
-    sigma = (0.7, 1.6)  # speckle grains are wider laterally than axially
-    amp = np.hypot(ndimage.gaussian_filter(re_, sigma), ndimage.gaussian_filter(im_, sigma))
-    return amp / amp.mean()
-
-
-@lru_cache(maxsize=8)
-def _display_geometry(shape: tuple[int, int], fan: tuple[float, float, float, float]) -> tuple[np.ndarray, np.ndarray]:
-    """Depth attenuation (TGC compensates only part of it) and the fan mask; same for every image."""
-    h, w = shape
-    depth = np.arange(h, dtype=np.float32)[:, None] / h
-    attenuation = np.exp(-1.6 * depth) * (1 + 1.2 * depth)
-    yy, xx = np.mgrid[0:h, 0:w]
-    radius, angle = np.hypot(xx - fan[0], yy - fan[1]), np.degrees(np.arctan2(xx - fan[0], yy - fan[1]))
-    in_fan = (radius > fan[2]) & (radius < fan[3]) & (np.abs(angle) < FAN_HALF_ANGLE_DEG)
-    return attenuation, in_fan
-
-
-def _burn_in_header(img: Image.Image, organ: str, patient_id: str, index: int) -> None:
-    """The header band a scanner burns in: site, (fake) patient name and id, date, preset."""
-    draw = ImageDraw.Draw(img)
-    draw.rectangle((0, 0, img.width, HEADER_HEIGHT - 1), fill=0)
-    draw.text((8, 4), f"PHANTOM GENERAL HOSPITAL   PATIENT^{patient_id}   ID {patient_id}", fill=235)
-    draw.text(
-        (8, 20), f"2026-01-{1 + index % 28:02d} 10:{index % 60:02d}   {organ.upper()} PRESET   MI 0.9 TIS 0.4", fill=200
-    )
-
-
-def _depth_scale(img: Image.Image, us_top: int) -> None:
-    draw = ImageDraw.Draw(img)
-    for i, y in enumerate(range(us_top + 10, img.height - 5, 40)):
-        draw.line((img.width - 14, y, img.width - 6, y), fill=220)
-        draw.text((img.width - 32, y - 5), str(i), fill=200)
-
-
 def generate_case(seed: int, index: int, config: PhantomConfig = PhantomConfig()) -> PhantomCase:
     """One phantom image with its lesions; deterministic in (seed, index, config)."""
     rng = _case_rng(seed, index)
@@ -291,16 +259,16 @@ def generate_case(seed: int, index: int, config: PhantomConfig = PhantomConfig()
         _paint_lesion(echo, mask, render, difficulty, rng, box)
         lesions.append(PhantomLesion(box=box, attributes=attributes, difficulty=difficulty, mask=mask))
 
-    attenuation, in_fan = _display_geometry(shape, fan)
-    envelope = echo * _speckle(rng, shape) * attenuation
+    attenuation, in_fan = display_geometry(shape, fan)
+    envelope = echo * speckle(rng, shape) * attenuation
     bmode = np.log1p(25 * np.maximum(envelope, 0.0)) / math.log1p(25 * 2.2)
     us = np.where(in_fan, np.clip(bmode**1.3 * 255, 0, 255), 0).astype(np.uint8)
 
     full = Image.new("L", (config.width, config.height), 0)
     full.paste(Image.fromarray(us), (0, HEADER_HEIGHT))
     patient_id = f"PH{seed:04d}{patient:05d}"
-    _burn_in_header(full, organ, patient_id, index)
-    _depth_scale(full, HEADER_HEIGHT)
+    burn_in_header(full, organ, patient_id, index)
+    depth_scale(full, HEADER_HEIGHT)
     for lesion in lesions:  # into the full-image frame
         lesion.box = [lesion.box[0], lesion.box[1] + HEADER_HEIGHT, lesion.box[2], lesion.box[3] + HEADER_HEIGHT]
         lesion.mask = np.pad(lesion.mask, ((HEADER_HEIGHT, 0), (0, 0)))
