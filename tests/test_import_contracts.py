@@ -48,6 +48,7 @@ PLANTED = [
     ("training/planted.py", "import flows.runtime.settings", "training runs as a job"),
     ("flows/planted.py", "import training.sft", "flows launches training as a job"),
     ("annotation/planted.py", "from flows.catalog import Catalog", "annotation (Label Studio"),
+    ("flows/ingest/planted.py", "import annotation.consensus", "ingest knows only the contract"),
     ("schemas/planted.py", "import annotation.consensus", "schemas is the contract"),
     ("schemas/planted.py", "import pyarrow", "schemas stays light"),
     ("flows/ingest/planted.py", "import torch", "the curation environment has no torch"),

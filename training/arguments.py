@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from schemas.frames import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS
+from schemas.revision import git_revision
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_MODEL = "tiny-random-qwen2.5-vl"  # built offline by training/tiny.py, cached by the builder's hash
@@ -81,15 +82,6 @@ def lora_config(args: ZoomArguments, model_args: Any) -> Any:
         modules_to_save=model_args.lora_modules_to_save,
         task_type="CAUSAL_LM",
     )
-
-
-def git_revision() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=REPO, capture_output=True, text=True).stdout
-        return out.stdout.strip() + ("-dirty" if dirty.strip() else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def write_run_record(output_dir: str, *, stage: str, args: ZoomArguments, recipe: str, extra: dict[str, Any]) -> Path:

@@ -25,11 +25,11 @@ from pydantic import BaseModel, Field, model_validator
 from flows.evaluation.endpoint import OpenAIEndpoint, iter_eval_rows
 from flows.release.folders import release_folder, worktrees_folder
 from flows.release.repository import version_path
-from flows.runtime.revision import git_revision
 from flows.runtime.settings import Settings, SettingsError, load_settings
 from flows.stages.train import REPO, recipe_files, training_python
 from schemas.evaluation import RolloutSettings, evaluate_rows, read_results, write_results
 from schemas.frames import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS
+from schemas.revision import git_revision
 
 
 class EvaluateParams(BaseModel):

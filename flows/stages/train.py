@@ -25,8 +25,8 @@ from pydantic import BaseModel, Field
 
 from flows.release.folders import release_folder, worktrees_folder
 from flows.release.repository import version_path
-from flows.runtime.revision import git_revision
 from flows.runtime.settings import Settings, SettingsError, load_settings
+from schemas.revision import git_revision
 
 REPO = Path(__file__).resolve().parents[2]
 RECIPES = REPO / "training" / "recipes"
