@@ -28,6 +28,11 @@ from schemas.vocabulary import load_vocabulary
 Box = list[float]
 
 
+# Two readers' boxes that overlap less than this disagree: the pull routes the image to adjudication and
+# consensus flags the record. The one owner of the number (the pull stage, the policy and the card use it).
+MIN_BOX_IOU = 0.5
+
+
 class ConsensusPolicy(BaseModel):
     """The configurable rules (every threshold named here, none in the code below)."""
 
@@ -36,7 +41,7 @@ class ConsensusPolicy(BaseModel):
     )
     primary_reader: str | None = Field(default=None, description="pseudonym; default: the first in sorted order")
     agreement_threshold: float = Field(default=1.0, gt=0.0, le=1.0, description="c = 1 iff agreement >= this")
-    min_box_iou: float = Field(default=0.5, ge=0.0, le=1.0, description="reader boxes below this need review")
+    min_box_iou: float = Field(default=MIN_BOX_IOU, ge=0.0, le=1.0, description="reader boxes below this need review")
     box_fusion: Literal["mean", "union", "intersection"] = "mean"
     metadata_precedence: Literal["readers", "metadata"] = Field(
         default="readers", description="which c wins when an image has both readers and metadata confidence"

@@ -30,8 +30,6 @@ from schemas.metrics import SampleResult
 from schemas.trajectory import ZOOM_PROMPT, answer_from_json, extract_tool_call
 from schemas.vocabulary import load_vocabulary
 
-EVAL_COLUMNS = ["id", "organ", "attribute", "label", "confidence", "bbox", "images", "messages", "split"]
-
 
 @dataclass(frozen=True)
 class RolloutSettings:

@@ -8,9 +8,10 @@ import re
 import pytest
 
 from flows.teacher.backends import TemplateBackend
-from flows.teacher.checks import CheckContext, check_reply, contains_any
+from flows.teacher.checks import CheckContext, check_reply
 from flows.teacher.prompting import TeacherRequest, load_prompt_bundle, render_messages, render_repair
 from schemas.vocabulary import load_vocabulary, registered_organs
+from schemas.wording import contains_any
 
 BUNDLE = load_prompt_bundle()
 GOOD_SEARCH = (

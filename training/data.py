@@ -20,24 +20,9 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from schemas.dataset import shard_paths
+from schemas.dataset import METADATA_COLUMNS, TRAINING_COLUMNS, shard_paths
 from schemas.frames import model_size
 from schemas.vocabulary import load_vocabulary
-
-REQUIRED_COLUMNS = (
-    "id",
-    "organ",
-    "attribute",
-    "label",
-    "confidence",
-    "images",
-    "messages",
-    "bbox",
-    "orig_size",
-    "model_size",
-    "split",
-)
-METADATA_COLUMNS = ["id", "orig_size", "model_size", "split"]
 
 
 class DatasetContractError(ValueError):
@@ -60,9 +45,9 @@ def check_release(release: Path, *, config: str, min_pixels: int, max_pixels: in
     rows: dict[str, int] = {}
     for shard in shards:
         columns = set(pq.read_schema(shard).names)
-        if missing := [c for c in REQUIRED_COLUMNS if c not in columns]:
+        if missing := [c for c in TRAINING_COLUMNS if c not in columns]:
             raise DatasetContractError(f"{shard.name} lacks the columns {', '.join(missing)}")
-        table = pq.read_table(shard, columns=METADATA_COLUMNS).to_pylist()
+        table = pq.read_table(shard, columns=list(METADATA_COLUMNS)).to_pylist()
         for row in table:
             width, height = row["orig_size"]
             expected = list(model_size(width, height, min_pixels, max_pixels))

@@ -16,7 +16,9 @@ from schemas.evaluation import EVAL_COLUMNS, EvalRow, eval_rows
 def iter_eval_rows(release: Path, *, split: str, config: str = "all", max_rows: int | None = None) -> Iterator[EvalRow]:
     """Rows of one split of a release folder, read shard by shard."""
     shards = split_shards(release, config, split)
-    batches = (b for shard in shards for b in pq.ParquetFile(shard).iter_batches(batch_size=32, columns=EVAL_COLUMNS))
+    batches = (
+        b for shard in shards for b in pq.ParquetFile(shard).iter_batches(batch_size=32, columns=list(EVAL_COLUMNS))
+    )
     return eval_rows((row for batch in batches for row in batch.to_pylist()), max_rows=max_rows)
 
 

@@ -74,7 +74,7 @@ def card_context(
 ) -> CardContext:
     """Plots into `folder/assets` (labels per organ; reader agreement from the catalog) and expert acceptance."""
     from annotation.agreement import plot_label_distribution, statistics_markdown  # matplotlib: only releases pay
-    from annotation.consensus import ConsensusPolicy
+    from annotation.consensus import MIN_BOX_IOU
     from flows.reports.agreement import organ_plots
 
     assets = folder / ASSETS
@@ -92,7 +92,7 @@ def card_context(
             for (o, attribute, label, _) in summary.labels
             if o == organ
         }
-        stats, agreement = organ_plots(catalog, organ, assets, min_box_iou=ConsensusPolicy().min_box_iou)
+        stats, agreement = organ_plots(catalog, organ, assets, min_box_iou=MIN_BOX_IOU)
         everything += stats
         plots[organ] = [plot_label_distribution(organ, counts, assets / f"labels-{organ}.png"), *agreement]
     table = {stratum: e for stratum, e in acceptance(catalog).items() if stratum.split("/")[0] in organs}

@@ -19,11 +19,11 @@ import yaml
 from PIL import Image
 
 import schemas
-from flows.teacher.checks import contains_any
 from flows.teacher.prompting import load_prompt_bundle
 from schemas.records import ImageRecord, Sample
 from schemas.trajectory import TrajectoryError, parse_trajectory
 from schemas.vocabulary import cross_domain_organs, load_vocabulary, registered_organs
+from schemas.wording import tone_problem
 
 SUITE_DIR = Path(schemas.__file__).parent / "expectations"
 DEFAULT_SUITE = "release-v1"
@@ -92,9 +92,7 @@ def check_tone_matches_c(sample: Sample, prompt_version: str) -> bool:
         diagnosis = parse_trajectory(sample.messages).diagnosis
     except TrajectoryError:
         return False
-    tone = load_prompt_bundle(prompt_version).tone
-    cautious, definitive = contains_any(diagnosis, tone["cautious"]), contains_any(diagnosis, tone["definitive"])
-    return bool(definitive) and not cautious if sample.confidence == 1 else bool(cautious) and not definitive
+    return tone_problem(diagnosis, sample.confidence, load_prompt_bundle(prompt_version).tone) is None
 
 
 def check_one_image_per_placeholder(sample: Sample) -> bool:

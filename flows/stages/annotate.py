@@ -20,7 +20,7 @@ from annotation.client import LabelStudioClient
 from annotation.label_config import label_config, result_from_reading
 from annotation.projects import READER_ROLES, ReaderAssignment, image_task, project_title
 from annotation.readers import ReaderNoise, simulate_reading
-from flows.catalog import Catalog, Outcome
+from flows.catalog import Catalog, Outcome, open_catalog
 from flows.ingest.sources.registry import PREANNOTATION_ORIGINS
 from flows.runtime.settings import Settings, load_settings
 from schemas.records import Organ
@@ -88,11 +88,8 @@ def push_organ(
 @task
 def push_organ_task(organ: str, params: AnnotateParams) -> AnnotateSummary:
     settings = load_settings()
-    catalog = Catalog(settings.resolved_catalog_url)
-    try:
+    with open_catalog(settings) as catalog:
         return push_organ(admin_client(settings), catalog, settings, organ, preannotate=params.preannotate)
-    finally:
-        catalog.close()
 
 
 @flow(name="annotate")
@@ -137,9 +134,6 @@ def simulate_organ(
 def simulate_readers_flow(organ: Organ | None = None) -> int:
     """Demo only: the simulated sonographers read every pushed phantom image."""
     settings = load_settings()
-    catalog = Catalog(settings.resolved_catalog_url)
-    try:
+    with open_catalog(settings) as catalog:
         assignment = load_assignment(settings)
         return sum(simulate_organ(settings, catalog, assignment, o, ReaderNoise()) for o in _organs(organ))
-    finally:
-        catalog.close()

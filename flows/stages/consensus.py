@@ -18,7 +18,7 @@ from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel, Field
 
 from annotation.consensus import ConsensusPolicy, derive_consensus
-from flows.catalog import Catalog
+from flows.catalog import Catalog, open_catalog
 from flows.runtime.retries import CATALOG_RETRIES
 from flows.runtime.settings import load_settings
 from schemas.records import Organ, ReaderAnnotation, SourceAnnotation
@@ -96,11 +96,8 @@ def decide_organ(catalog: Catalog, organ: str, policy: ConsensusPolicy) -> Conse
 
 @task(**CATALOG_RETRIES)  # a database outage mid-run: run again once it is back, from the last batch
 def decide_organ_task(organ: str, params: ConsensusParams) -> ConsensusSummary:
-    catalog = Catalog(load_settings().resolved_catalog_url)
-    try:
+    with open_catalog(load_settings()) as catalog:
         return decide_organ(catalog, organ, params.policy)
-    finally:
-        catalog.close()
 
 
 @task
@@ -109,11 +106,8 @@ def report_statistics(organs: list[str], params: ConsensusParams) -> str:
     from flows.reports.agreement import write_agreement_report  # matplotlib: only this task pays for it
 
     settings = load_settings()
-    catalog = Catalog(settings.resolved_catalog_url)
-    try:
+    with open_catalog(settings) as catalog:
         markdown = write_agreement_report(catalog, organs, settings.workspace / "reports" / "agreement", params.policy)
-    finally:
-        catalog.close()
     create_markdown_artifact(key="reader-agreement", markdown=markdown, description="reader agreement per attribute")
     return markdown
 

@@ -21,7 +21,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field, model_validator
 
-from flows.catalog import Catalog
+from flows.catalog import open_catalog
 from flows.ingest.core import (
     BatchPreparer,
     IngestOptions,
@@ -92,22 +92,16 @@ def scoped(items: Iterator[SourceItem], scope: str) -> Iterator[SourceItem]:
 @task
 def migrate_catalog() -> str:
     """Create or upgrade the catalog schema; returns the revision."""
-    catalog = Catalog(load_settings().resolved_catalog_url)
-    try:
+    with open_catalog(load_settings()) as catalog:
         return catalog.revision() or ""
-    finally:
-        catalog.close()
 
 
 def register_source(params: IngestParams, settings: Settings, preparer: BatchPreparer | None = None) -> IngestSummary:
     """Read the source and register every item (batched, resumable); `preparer` as in `register_items`."""
-    catalog = Catalog(settings.resolved_catalog_url)
-    try:
+    with open_catalog(settings) as catalog:
         items, total = source_items(params)
         store = ImageStore(settings.resolved_image_store_url)
         return register_items(items, catalog, store, settings.salt(), params.options, total=total, preparer=preparer)
-    finally:
-        catalog.close()
 
 
 @task

@@ -13,7 +13,7 @@ from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel, Field
 
-from flows.catalog import Catalog, Outcome
+from flows.catalog import Outcome, open_catalog
 from flows.ingest.image_store import ImageStore
 from flows.release.card import load_provenance
 from flows.release.folders import docs_folder, release_folder, worktrees_folder
@@ -73,8 +73,7 @@ def run_publish(params: PublishParams, settings: Settings, hub: HubApi | None = 
     Plain function, no Prefect needed. `hub` replaces the Hub client (tests: no Hub can run here).
     """
     check_hub_settings(settings)  # before any work: a half-configured Hub is a one-line error
-    catalog = Catalog(settings.resolved_catalog_url)
-    try:
+    with open_catalog(settings) as catalog:
         folder = release_folder(settings, params.name)
         summary = publish_release(
             catalog,
@@ -103,8 +102,6 @@ def run_publish(params: PublishParams, settings: Settings, hub: HubApi | None = 
         )
         summary.hub = push_to_hub(settings, params.name, hub)
         return summary
-    finally:
-        catalog.close()
 
 
 def release_markdown(name: str, summary: ReleaseSummary, docs: Path) -> str:

@@ -17,11 +17,11 @@ from pydantic import BaseModel, Field
 
 from annotation.access import admin_client, load_assignment
 from annotation.client import LabelStudioClient
-from annotation.consensus import readers_disagree
+from annotation.consensus import MIN_BOX_IOU, readers_disagree
 from annotation.label_config import label_config, result_from_reading
 from annotation.projects import READER_ROLES, ReaderAssignment, image_task, project_title
 from annotation.readings import readings_from_export
-from flows.catalog import Catalog, Outcome
+from flows.catalog import Catalog, Outcome, open_catalog
 from flows.runtime.retries import SERVICE_RETRIES
 from flows.runtime.settings import load_settings
 from schemas.records import Organ, ReaderAnnotation
@@ -34,7 +34,9 @@ class PullParams(BaseModel):
     """Parameters of one pull run (the form in the Prefect UI)."""
 
     organ: Organ | None = Field(default=None, description="only this organ (default: all)")
-    min_box_iou: float = Field(default=0.5, ge=0.0, le=1.0, description="reader boxes below this overlap disagree")
+    min_box_iou: float = Field(
+        default=MIN_BOX_IOU, ge=0.0, le=1.0, description="reader boxes below this overlap disagree"
+    )
 
 
 @dataclass
@@ -118,8 +120,7 @@ def route_disputes(
 @task(**SERVICE_RETRIES)
 def pull_organ(organ: str, params: PullParams) -> PullSummary:
     settings = load_settings()
-    catalog = Catalog(settings.resolved_catalog_url)
-    try:
+    with open_catalog(settings) as catalog:
         client, assignment = admin_client(settings), load_assignment(settings)
         summary = pull_reader_projects(client, catalog, assignment, organ)
         summary.disputed = route_disputes(
@@ -132,8 +133,6 @@ def pull_organ(organ: str, params: PullParams) -> PullSummary:
         )
         log.info("pull %s: %s", organ, summary)
         return summary
-    finally:
-        catalog.close()
 
 
 @flow(name="pull")

@@ -29,7 +29,7 @@ from annotation.rationale_review import (
     sample_for_review,
     verdict_from_result,
 )
-from flows.catalog import Catalog
+from flows.catalog import Catalog, open_catalog
 from flows.reports.review import acceptance, acceptance_markdown
 from flows.runtime.settings import Settings, load_settings
 from schemas.frames import model_size
@@ -130,8 +130,7 @@ def simulate_reviewer(settings: Settings, catalog: Catalog, *, accept_rate: floa
 @task
 def review_round_task(params: ReviewParams, simulate: bool) -> ReviewSummary:
     settings = load_settings()
-    catalog = Catalog(settings.resolved_catalog_url)
-    try:
+    with open_catalog(settings) as catalog:
         client = admin_client(settings)
         summary = ReviewSummary()
         summary.sampled, summary.pushed = push_reviews(client, catalog, settings, params.share)
@@ -139,18 +138,13 @@ def review_round_task(params: ReviewParams, simulate: bool) -> ReviewSummary:
             simulate_reviewer(settings, catalog)
         summary.verdicts, summary.rejected_now = pull_reviews(client, catalog, settings)
         return summary
-    finally:
-        catalog.close()
 
 
 @task
 def acceptance_report_task() -> dict[str, dict[str, Any]]:
     settings = load_settings()
-    catalog = Catalog(settings.resolved_catalog_url)
-    try:
+    with open_catalog(settings) as catalog:
         table = acceptance(catalog)
-    finally:
-        catalog.close()
     folder = settings.workspace / "reports" / "review"
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "acceptance.json").write_text(json.dumps(table, indent=2))

@@ -18,7 +18,7 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field
 from tqdm import tqdm
 
-from flows.catalog import Catalog
+from flows.catalog import open_catalog
 from flows.ingest.image_store import ImageStore
 from flows.reports.synthesis import report_markdown
 from flows.runtime.settings import Settings, load_settings
@@ -104,8 +104,7 @@ def run_synthesis(params: SynthesizeParams, settings: Settings, *, only: set[str
     `only` restricts the run to these record ids: one shard's first pass (see `synthesize_records`).
     """
     backend, pool = build_backend(params, settings)
-    catalog = Catalog(settings.resolved_catalog_url)
-    try:
+    with open_catalog(settings) as catalog:
         records = catalog.consensus_records(params.organ)
         if only is not None:
             records = [r for r in records if r.record_id in only]
@@ -150,8 +149,6 @@ def run_synthesis(params: SynthesizeParams, settings: Settings, *, only: set[str
             summary.images_per_request = dict(pool.stats.images_per_request)
         log.info("synthesize: %s", json.dumps(summary.as_dict()))
         return summary
-    finally:
-        catalog.close()
 
 
 @task
@@ -167,11 +164,8 @@ def synthesize_shard(params: SynthesizeParams, record_ids: list[str]) -> Synthes
 
 def shard_record_ids(settings: Settings, organ: str | None, shards: int) -> list[list[str]]:
     """Every consensus record id, dealt round-robin into `shards` lists (organs and attributes mix evenly)."""
-    catalog = Catalog(settings.resolved_catalog_url)
-    try:
+    with open_catalog(settings) as catalog:
         ids = [r.record_id for r in catalog.consensus_records(organ)]
-    finally:
-        catalog.close()
     return [part for part in (ids[k::shards] for k in range(shards)) if part]
 
 
@@ -187,11 +181,8 @@ def synthesize_on_cluster(params: SynthesizeParams, settings: Settings) -> list[
 @task
 def report_task(summary: SynthesisSummary) -> str:
     settings = load_settings()
-    catalog = Catalog(settings.resolved_catalog_url)
-    try:
+    with open_catalog(settings) as catalog:
         markdown = report_markdown(summary, catalog.rationales())
-    finally:
-        catalog.close()
     folder = settings.workspace / "reports" / "synthesis"
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "summary.json").write_text(json.dumps(summary.as_dict(), indent=2))

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from functools import cache
 
 from flows.teacher.prompting import PromptBundle, TeacherRequest
+from schemas.wording import contains_any, phrase_key, phrases_pattern, tone_problem
 
 
 @dataclass(frozen=True)
@@ -46,35 +47,9 @@ PHI_PATTERNS = {
 CONTROL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ufffd]")
 
 
-def _phrase_regex(phrase: str) -> str:
-    return r"\s+".join(re.escape(w) for w in phrase.lower().split())
-
-
-def _phrase_key(text: str) -> str:
-    return " ".join(text.lower().split())
-
-
-@cache
-def phrases_pattern(phrases: tuple[str, ...]) -> re.Pattern[str]:
-    """One case-insensitive alternation of whole phrases, longest first (so it wins where they overlap).
-
-    Hyphens count as part of a word: "hypo-echoic" is not "echoic", "non-parallel" is not "parallel".
-    """
-    ordered = sorted({_phrase_key(p) for p in phrases}, key=len, reverse=True)
-    return re.compile(r"(?<![\w-])(?:" + "|".join(_phrase_regex(p) for p in ordered) + r")(?![\w-])", re.I)
-
-
-def contains_any(text: str, phrases: list[str]) -> list[str]:
-    """The phrases that occur in the text (whole words, any case)."""
-    if not phrases:
-        return []
-    found = {_phrase_key(m.group(0)) for m in phrases_pattern(tuple(phrases)).finditer(text)}
-    return [p for p in phrases if _phrase_key(p) in found]
-
-
 @cache
 def _value_of_phrase(terms: tuple[tuple[str, tuple[str, ...]], ...]) -> dict[str, str]:
-    return {_phrase_key(p): value for value, phrases in terms for p in phrases}
+    return {phrase_key(p): value for value, phrases in terms for p in phrases}
 
 
 def mentioned_values(text: str, terms: dict[str, list[str]]) -> set[str]:
@@ -85,7 +60,7 @@ def mentioned_values(text: str, terms: dict[str, list[str]]) -> set[str]:
     frozen = tuple((value, tuple(phrases)) for value, phrases in terms.items())
     value_of = _value_of_phrase(frozen)
     pattern = phrases_pattern(tuple(p for _, phrases in frozen for p in phrases))
-    return {value_of[_phrase_key(m.group(0))] for m in pattern.finditer(text)}
+    return {value_of[phrase_key(m.group(0))] for m in pattern.finditer(text)}
 
 
 # ------------------------------------------------------------------------------------------ checks
@@ -110,15 +85,7 @@ def diagnosis_contradicts_label(rationale: RationaleText, ctx: CheckContext) -> 
 
 def tone_mismatch(rationale: RationaleText, ctx: CheckContext) -> str | None:
     """c = 1: definitive wording and no cautious word; c = 0: cautious wording and no definitive word."""
-    definitive = contains_any(rationale.diagnosis, ctx.bundle.tone["definitive"])
-    cautious = contains_any(rationale.diagnosis, ctx.bundle.tone["cautious"])
-    if ctx.request.confidence == 1:
-        if cautious:
-            return "cautious_tone_on_agreement"
-        return None if definitive else "missing_definitive_tone"
-    if definitive:
-        return "definitive_tone_on_disagreement"
-    return None if cautious else "missing_cautious_tone"
+    return tone_problem(rationale.diagnosis, ctx.request.confidence, ctx.bundle.tone)
 
 
 def _length(field: str) -> Check:
