@@ -20,9 +20,8 @@ from typing import Any
 import pyarrow.parquet as pq
 from PIL import Image
 
-from schemas.dataset import split_shards
+from schemas.dataset import EVAL_COLUMNS, split_shards
 from schemas.evaluation import (
-    EVAL_COLUMNS,
     EvalRow,
     RolloutSettings,
     eval_rows,

@@ -9,8 +9,8 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from schemas.dataset import split_shards
-from schemas.evaluation import EVAL_COLUMNS, EvalRow, eval_rows
+from schemas.dataset import EVAL_COLUMNS, split_shards
+from schemas.evaluation import EvalRow, eval_rows
 
 
 def iter_eval_rows(release: Path, *, split: str, config: str = "all", max_rows: int | None = None) -> Iterator[EvalRow]:
