@@ -7,6 +7,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from pydantic import BaseModel
 from rich.console import Console
 
 from flows.runtime.settings import ENV_PREFIX, Settings, load_settings
@@ -51,6 +52,11 @@ def masked(url: str) -> str:
     from flows.catalog import masked_url
 
     return masked_url(url) if "://" in url else url
+
+
+def default(model: type[BaseModel], field: str) -> Any:
+    """A parameter model's default for one field: the CLI's help shows it (one number, kept in the model)."""
+    return model.model_fields[field].get_default(call_default_factory=True)
 
 
 def params(params_class: type, /, **values: Any) -> Any:

@@ -13,6 +13,7 @@ from rich.table import Table
 from flows.cli import common
 from flows.cli.inspect import print_status
 from flows.cli.labels import local_server_errors, role
+from flows.stages.params import IngestParams
 
 if TYPE_CHECKING:
     from flows.stages.pipeline import Done, StageRun
@@ -70,8 +71,10 @@ class StageClock:
 
 
 def demo(
-    count: Annotated[int, typer.Option(help="phantom images (spread over the organs)")] = 30,
-    seed: Annotated[int, typer.Option(help="phantom seed")] = 0,
+    count: Annotated[int, typer.Option(help="phantom images (spread over the organs)")] = common.default(
+        IngestParams, "count"
+    ),
+    seed: Annotated[int, typer.Option(help="phantom seed")] = common.default(IngestParams, "seed"),
     labelstudio: Annotated[
         bool, typer.Option(help="run the Label Studio leg (local server, two simulated readers, pull)")
     ] = True,

@@ -9,8 +9,10 @@ from typing import Annotated, Any
 import typer
 
 from flows.cli import common
+from flows.ingest.core import IngestOptions
 from flows.ingest.sources.registry import KINDS, source_adapter
 from flows.runtime.settings import Settings
+from flows.stages.params import IngestParams
 from schemas.vocabulary import registered_organs
 
 
@@ -20,8 +22,8 @@ def ingest(
     organ: Annotated[
         str | None, typer.Option(help=f"{', '.join(registered_organs())} (default: all / from the source)")
     ] = None,
-    count: Annotated[int, typer.Option(help="phantom: number of images")] = 30,
-    seed: Annotated[int, typer.Option(help="phantom: random seed")] = 0,
+    count: Annotated[int, typer.Option(help="phantom: number of images")] = common.default(IngestParams, "count"),
+    seed: Annotated[int, typer.Option(help="phantom: random seed")] = common.default(IngestParams, "seed"),
     option: Annotated[
         list[str] | None, typer.Option(help="adapter option KEY=VALUE (VALUE as JSON or text), repeatable")
     ] = None,
@@ -29,7 +31,11 @@ def ingest(
         int | None, typer.Option(help="fixed number of test images per organ instead of a fraction")
     ] = None,
     near_duplicate_distance: Annotated[
-        int | None, typer.Option(help="pHash Hamming distance at or below which images share a group (default 6)")
+        int | None,
+        typer.Option(
+            help="pHash Hamming distance at or below which images share a group "
+            f"(default {common.default(IngestOptions, 'near_duplicate_distance')})"
+        ),
     ] = None,
     source_name: Annotated[
         str | None, typer.Option(help="name of this source in refs (default: the last part of PATH)")

@@ -8,7 +8,13 @@ from typing import Annotated, Any
 
 import typer
 
+from annotation.consensus import ConsensusPolicy
 from flows.cli import common
+
+
+def policy_default(field: str) -> object:
+    """ConsensusPolicy's default for a field, for the help texts (one number, kept in the model)."""
+    return common.default(ConsensusPolicy, field)
 
 
 def labelstudio_up() -> None:
@@ -89,7 +95,10 @@ def consensus(
     disagreement: Annotated[
         str | None, typer.Option(help="label on disagreement: auto, adjudicated, primary_reader or exclude")
     ] = None,
-    agreement_threshold: Annotated[float | None, typer.Option(help="c = 1 iff agreement >= this (default 1.0)")] = None,
+    agreement_threshold: Annotated[
+        float | None,
+        typer.Option(help=f"c = 1 iff agreement >= this (default {policy_default('agreement_threshold')})"),
+    ] = None,
 ) -> None:
     """Derive labels, confidence c and fused boxes from the readings; write agreement statistics."""
     common.prepare_prefect()

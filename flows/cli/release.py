@@ -8,12 +8,21 @@ from typing import Annotated
 import typer
 
 from flows.cli import common
+from flows.stages.params import PublishParams
+
+
+def publish_default(field: str) -> object:
+    """PublishParams's default for a field, for the help texts (one number, kept in the model)."""
+    return common.default(PublishParams, field)
 
 
 def publish(
     name: Annotated[str, typer.Argument(help="dataset name")],
     version: Annotated[str | None, typer.Option(help="vMAJOR.MINOR.PATCH (default: next patch)")] = None,
-    max_shard_mb: Annotated[int | None, typer.Option(help="parquet shard size limit (default 500)")] = None,
+    max_shard_mb: Annotated[
+        int | None,
+        typer.Option(help=f"parquet shard size limit (default {publish_default('max_shard_mb')})"),
+    ] = None,
 ) -> None:
     """Validate and publish a versioned Hugging Face dataset."""
     common.prepare_prefect()

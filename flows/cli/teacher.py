@@ -7,18 +7,39 @@ from typing import Annotated
 import typer
 
 from flows.cli import common
+from flows.stages.params import ReviewParams, SynthesizeParams
+
+
+def synthesize_default(field: str) -> object:
+    """SynthesizeParams's default for a field, for the help texts (one number, kept in the model)."""
+    return common.default(SynthesizeParams, field)
 
 
 def synthesize(
-    backend: Annotated[str, typer.Option(help="template (offline, deterministic) or openai (the served teacher)")] = (
-        "template"
-    ),
+    backend: Annotated[
+        str, typer.Option(help="template (offline, deterministic) or openai (the served teacher)")
+    ] = synthesize_default("backend"),
     organ: Annotated[str | None, typer.Option(help="only this organ")] = None,
-    concurrency: Annotated[int | None, typer.Option(help="teacher requests in flight (default 32)")] = None,
-    candidates: Annotated[int | None, typer.Option(help="n: candidates per request (default 2)")] = None,
-    temperature: Annotated[float | None, typer.Option(help="sampling temperature (default 0.7)")] = None,
-    prompt_version: Annotated[str | None, typer.Option(help="prompt bundle in prompts/ (default teacher-v1)")] = None,
-    timeout: Annotated[float | None, typer.Option(help="seconds per teacher request (default 120)")] = None,
+    concurrency: Annotated[
+        int | None,
+        typer.Option(help=f"teacher requests in flight (default {synthesize_default('concurrency')})"),
+    ] = None,
+    candidates: Annotated[
+        int | None,
+        typer.Option(help=f"n: candidates per request (default {synthesize_default('candidates')})"),
+    ] = None,
+    temperature: Annotated[
+        float | None,
+        typer.Option(help=f"sampling temperature (default {synthesize_default('temperature')})"),
+    ] = None,
+    prompt_version: Annotated[
+        str | None,
+        typer.Option(help=f"prompt bundle in prompts/ (default {synthesize_default('prompt_version')})"),
+    ] = None,
+    timeout: Annotated[
+        float | None,
+        typer.Option(help=f"seconds per teacher request (default {synthesize_default('timeout_s'):g})"),
+    ] = None,
 ) -> None:
     """Write confidence-toned zoom rationales with the teacher."""
     common.prepare_prefect()
@@ -52,7 +73,10 @@ def synthesize(
 
 
 def review(
-    share: Annotated[float | None, typer.Option(help="share of rationales per organ and tone (default 0.05)")] = None,
+    share: Annotated[
+        float | None,
+        typer.Option(help=f"share of rationales per organ and tone (default {common.default(ReviewParams, 'share')})"),
+    ] = None,
 ) -> None:
     """Send a stratified sample of rationales to expert review in Label Studio; pull the verdicts given so far."""
     common.prepare_prefect()

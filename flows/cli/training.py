@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from flows.cli import common
+from flows.stages.params import EvaluateParams, TrainParams
 
 
 def train(
@@ -15,7 +16,7 @@ def train(
     version: Annotated[str, typer.Option(help="dataset version, e.g. v1.0.0")],
     recipe: Annotated[
         str, typer.Option(help="recipe name: training/recipes/<model>/<sft|grpo>/<recipe>.yaml")
-    ] = "tiny-cpu",
+    ] = common.default(TrainParams, "recipe"),
     stage: Annotated[list[str] | None, typer.Option(help="sft and/or grpo (default: both, in order)")] = None,
     accelerate_config: Annotated[str | None, typer.Option(help="accelerate config file (multi-GPU)")] = None,
 ) -> None:
@@ -46,11 +47,16 @@ def evaluate(
     served_model: Annotated[str | None, typer.Option(help="model name at the endpoint")] = None,
     model: Annotated[str | None, typer.Option(help="local checkpoint folder (runs in the training env)")] = None,
     adapter: Annotated[list[str] | None, typer.Option(help="PEFT adapter for --model; repeat: merged in order")] = None,
-    rollouts: Annotated[int | None, typer.Option(help="sampled rollouts per sample (default 8)")] = None,
+    rollouts: Annotated[
+        int | None,
+        typer.Option(help=f"sampled rollouts per sample (default {common.default(EvaluateParams, 'rollouts')})"),
+    ] = None,
     no_tool: Annotated[bool, typer.Option("--no-tool", help="single-turn baseline: no zoom")] = False,
     max_rows: Annotated[int | None, typer.Option(help="evaluate the first N rows only")] = None,
     recipe: Annotated[str | None, typer.Option(help="GRPO recipe: its G, T, δ and pixel budget")] = None,
-    max_tokens: Annotated[int | None, typer.Option(help="tokens per reply (default 512)")] = None,
+    max_tokens: Annotated[
+        int | None, typer.Option(help=f"tokens per reply (default {common.default(EvaluateParams, 'max_tokens')})")
+    ] = None,
 ) -> None:
     """Accuracy and uncertainty-alignment metrics per organ (paper Tables 1 and 2), with plots."""
     common.prepare_prefect()

@@ -13,7 +13,6 @@ import logging
 from dataclasses import dataclass
 
 from prefect import flow, task
-from pydantic import BaseModel, Field
 
 from annotation.access import admin_client, load_assignment, reader_client
 from annotation.client import LabelStudioClient
@@ -23,17 +22,11 @@ from annotation.readers import ReaderNoise, simulate_reading
 from flows.catalog import Catalog, Outcome, open_catalog
 from flows.ingest.sources.registry import PREANNOTATION_ORIGINS
 from flows.runtime.settings import Settings, load_settings
+from flows.stages.params import AnnotateParams
 from schemas.records import Organ
 from schemas.vocabulary import registered_organs
 
 log = logging.getLogger(__name__)
-
-
-class AnnotateParams(BaseModel):
-    """Parameters of one annotate run (the form in the Prefect UI)."""
-
-    organ: Organ | None = Field(default=None, description="only this organ (default: all)")
-    preannotate: bool = Field(default=True, description="pre-fill lesion boxes from source masks")
 
 
 @dataclass

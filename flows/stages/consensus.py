@@ -15,24 +15,17 @@ from dataclasses import dataclass, field
 
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
-from pydantic import BaseModel, Field
 
 from annotation.consensus import ConsensusPolicy, derive_consensus
 from flows.catalog import Catalog, open_catalog
 from flows.runtime.retries import CATALOG_RETRIES
 from flows.runtime.settings import load_settings
-from schemas.records import Organ, ReaderAnnotation, SourceAnnotation
+from flows.stages.params import ConsensusParams
+from schemas.records import ReaderAnnotation, SourceAnnotation
 from schemas.vocabulary import load_vocabulary, registered_organs
 
 log = logging.getLogger(__name__)
 CONSENSUS_BATCH = 500  # decisions per catalog transaction
-
-
-class ConsensusParams(BaseModel):
-    """Parameters of one consensus run (the form in the Prefect UI)."""
-
-    organ: Organ | None = Field(default=None, description="only this organ (default: all)")
-    policy: ConsensusPolicy = Field(default_factory=ConsensusPolicy)
 
 
 @dataclass

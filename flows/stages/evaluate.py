@@ -10,82 +10,24 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import yaml
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
-from pydantic import BaseModel, Field, model_validator
 
 from flows.evaluation.endpoint import OpenAIEndpoint, iter_eval_rows
 from flows.release.folders import release_folder, worktrees_folder
 from flows.release.repository import version_path
+from flows.runtime.recipes import REPO
 from flows.runtime.settings import Settings, SettingsError, load_settings
-from flows.stages.train import REPO, recipe_files, training_python
-from schemas.evaluation import RolloutSettings, evaluate_rows, read_results, write_results
-from schemas.frames import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS
+from flows.stages.params import EvaluateParams
+from flows.stages.train import training_python
+from schemas.evaluation import evaluate_rows, read_results, write_results
 from schemas.revision import git_revision
-
-
-class EvaluateParams(BaseModel):
-    """One evaluation (the form in the Prefect UI)."""
-
-    dataset: str
-    version: str = Field(pattern=r"^v\d+\.\d+\.\d+$")
-    split: str = "test"
-    endpoint: str | None = Field(default=None, description="OpenAI-compatible base URL (vLLM)")
-    served_model: str | None = Field(default=None, description="model name at the endpoint")
-    model: str | None = Field(default=None, description="local checkpoint folder (transformers)")
-    adapters: list[str] = Field(default_factory=list, description="PEFT adapters merged into the checkpoint, in order")
-    rollouts: int = Field(default=8, ge=1, description="sampled rollouts per sample (uncertainty metrics)")
-    temperature: float = Field(default=0.7, ge=0.0)
-    delta: float = Field(default=0.75, gt=0.0, le=1.0, description="δ: ĉ ≥ δ counts as certain")
-    bins: int = Field(default=10, ge=1, description="ECE bins (M)")
-    tool: bool = Field(default=True, description="False: the single-turn baseline (no zoom)")
-    max_tokens: int = Field(default=512, ge=1)
-    max_rows: int | None = Field(default=None, ge=1)
-    concurrency: int = Field(default=8, ge=1)
-    min_pixels: int = DEFAULT_MIN_PIXELS
-    max_pixels: int = DEFAULT_MAX_PIXELS
-    recipe: str | None = Field(
-        default=None, description="GRPO recipe name: its G, T, δ and pixel budget unless given here"
-    )
-
-    @model_validator(mode="after")
-    def _one_model(self) -> EvaluateParams:
-        if (self.endpoint is None) == (self.model is None):
-            raise ValueError("give exactly one of endpoint or model")
-        return self
-
-    def with_recipe(self) -> EvaluateParams:
-        """The recipe's sampling and frame settings, for every field not set explicitly."""
-        if self.recipe is None:
-            return self
-        values = yaml.safe_load(recipe_files(self.recipe, ["grpo"])["grpo"].read_text())
-        from_recipe = {
-            "rollouts": values.get("num_generations"),
-            "temperature": values.get("temperature"),
-            "delta": values.get("consistency_threshold"),
-            "min_pixels": values.get("min_pixels"),
-            "max_pixels": values.get("max_pixels"),
-        }
-        update = {k: v for k, v in from_recipe.items() if v is not None and k not in self.model_fields_set}
-        return self.model_copy(update=update)
-
-    def rollout_settings(self) -> RolloutSettings:
-        return RolloutSettings(
-            rollouts=self.rollouts, temperature=self.temperature, max_tokens=self.max_tokens, tool=self.tool
-        )
-
-    def run_name(self) -> str:
-        local = self.adapters[-1] if self.adapters else self.model or ""
-        what = (self.served_model or "endpoint") if self.endpoint else Path(local).name
-        return re.sub(r"[^A-Za-z0-9._-]+", "-", f"{what}{'' if self.tool else '-no-tool'}").strip("-") or "model"
 
 
 def run_folder(settings: Settings, params: EvaluateParams) -> Path:

@@ -14,17 +14,14 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, Literal
 
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
-from pydantic import BaseModel, Field, model_validator
 
 from flows.catalog import open_catalog
 from flows.ingest.core import (
     BatchPreparer,
-    IngestOptions,
     IngestSummary,
     PreparedItem,
     prepare_batch,
@@ -33,36 +30,11 @@ from flows.ingest.core import (
 from flows.ingest.image_store import ImageStore
 from flows.ingest.sources.base import SourceItem
 from flows.ingest.sources.phantom import PhantomConfig, phantom_items
-from flows.ingest.sources.registry import KINDS, adapter_arguments, source_adapter
+from flows.ingest.sources.registry import adapter_arguments, source_adapter
 from flows.runtime.settings import Settings, load_settings
 from flows.runtime.task_runners import ConfiguredTaskRunner, in_order, is_distributed
-from schemas.records import Organ
+from flows.stages.params import IngestParams
 from schemas.vocabulary import registered_organs
-
-SourceKind = Literal[KINDS]  # type: ignore[valid-type]  # the kinds of the source registry
-
-
-class IngestParams(BaseModel):
-    """Parameters of one ingest run (the form in the Prefect UI)."""
-
-    kind: SourceKind = "phantom"
-    path: str | None = Field(default=None, description="source folder, file or dataset id (not for phantom)")
-    organ: Organ | None = Field(default=None, description="only this organ / the organ of an organ-less source")
-    count: int = Field(default=30, ge=1, description="phantom: number of images")
-    seed: int = Field(default=0, ge=0, description="phantom: random seed")
-    adapter_options: dict[str, Any] = Field(default_factory=dict, description="adapter keyword options")
-    source_name: str | None = Field(
-        default=None,
-        description="names this source in refs, so two sources with the same relative file names never collide "
-        "(default: the last part of the path or dataset id)",
-    )
-    options: IngestOptions = Field(default_factory=IngestOptions)
-
-    @model_validator(mode="after")
-    def _path_for_real_sources(self) -> IngestParams:
-        if source_adapter(self.kind).path != "none" and not self.path:
-            raise ValueError(f"source kind {self.kind!r} needs a path")
-        return self
 
 
 def source_items(params: IngestParams) -> tuple[Iterator[SourceItem], int | None]:

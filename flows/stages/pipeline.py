@@ -23,6 +23,7 @@ from pydantic import BaseModel, Field
 
 from flows.release.folders import release_folder
 from flows.release.repository import versions
+from flows.runtime.recipes import recipe_files
 from flows.runtime.settings import SettingsError, load_settings
 from flows.stages.annotate import AnnotateParams, annotate_flow, simulate_readers_flow
 from flows.stages.consensus import ConsensusParams, consensus_flow
@@ -33,7 +34,7 @@ from flows.stages.pull import PullParams, pull_flow
 from flows.stages.registry import STAGES, WHOLE_PATH, StageSpec
 from flows.stages.review import ReviewParams, review_flow
 from flows.stages.synthesize import SynthesizeParams, synthesize_flow
-from flows.stages.train import TrainParams, recipe_files, run_folder, train_flow
+from flows.stages.train import TrainParams, run_folder, train_flow
 
 Stage = Literal[WHOLE_PATH]  # type: ignore[valid-type]  # the names of the stage list's whole-path stages
 

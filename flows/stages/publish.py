@@ -11,7 +11,6 @@ from pathlib import Path
 
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
-from pydantic import BaseModel, Field
 
 from flows.catalog import Outcome, open_catalog
 from flows.ingest.image_store import ImageStore
@@ -23,17 +22,9 @@ from flows.release.repository import commit_of, version_path, versions
 from flows.release.rows import FrameSettings
 from flows.release.validation import DistributionBounds
 from flows.runtime.settings import Settings, SettingsError, load_settings
+from flows.stages.params import PublishParams
 
 log = logging.getLogger(__name__)
-NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
-
-
-class PublishParams(BaseModel):
-    """Parameters of one release (the form in the Prefect UI)."""
-
-    name: str = Field(pattern=NAME_PATTERN, description="dataset name: the release folder and repo")
-    version: str | None = Field(default=None, pattern=r"^v\d+\.\d+\.\d+$", description="default: next patch")
-    max_shard_mb: int = Field(default=500, ge=1, description="parquet shard size limit")
 
 
 def frame_settings(settings: Settings) -> FrameSettings:

@@ -13,30 +13,21 @@ import logging
 from dataclasses import dataclass, field
 
 from prefect import flow, task
-from pydantic import BaseModel, Field
 
 from annotation.access import admin_client, load_assignment
 from annotation.client import LabelStudioClient
-from annotation.consensus import MIN_BOX_IOU, readers_disagree
+from annotation.consensus import readers_disagree
 from annotation.label_config import label_config, result_from_reading
 from annotation.projects import READER_ROLES, ReaderAssignment, image_task, project_title
 from annotation.readings import readings_from_export
 from flows.catalog import Catalog, Outcome, open_catalog
 from flows.runtime.retries import SERVICE_RETRIES
 from flows.runtime.settings import load_settings
-from schemas.records import Organ, ReaderAnnotation
+from flows.stages.params import PullParams
+from schemas.records import ReaderAnnotation
 from schemas.vocabulary import registered_organs
 
 log = logging.getLogger(__name__)
-
-
-class PullParams(BaseModel):
-    """Parameters of one pull run (the form in the Prefect UI)."""
-
-    organ: Organ | None = Field(default=None, description="only this organ (default: all)")
-    min_box_iou: float = Field(
-        default=MIN_BOX_IOU, ge=0.0, le=1.0, description="reader boxes below this overlap disagree"
-    )
 
 
 @dataclass

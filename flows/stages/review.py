@@ -16,7 +16,6 @@ from typing import Any
 
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
-from pydantic import BaseModel, Field
 
 from annotation.access import admin_client, load_assignment, reader_client
 from annotation.client import LabelStudioClient
@@ -32,15 +31,10 @@ from annotation.rationale_review import (
 from flows.catalog import Catalog, open_catalog
 from flows.reports.review import acceptance, acceptance_markdown
 from flows.runtime.settings import Settings, load_settings
+from flows.stages.params import ReviewParams
 from schemas.frames import model_size
 
 log = logging.getLogger(__name__)
-
-
-class ReviewParams(BaseModel):
-    """Parameters of one review round (the form in the Prefect UI)."""
-
-    share: float = Field(default=0.05, ge=0.0, le=1.0, description="share of produced rationales per organ and tone")
 
 
 @dataclass

@@ -10,12 +10,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from typing import Literal
 
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
-from pydantic import BaseModel, Field
 from tqdm import tqdm
 
 from flows.catalog import open_catalog
@@ -23,51 +21,18 @@ from flows.ingest.image_store import ImageStore
 from flows.reports.synthesis import report_markdown
 from flows.runtime.settings import Settings, load_settings
 from flows.runtime.task_runners import ConfiguredTaskRunner, in_order, is_distributed
-from flows.teacher.backends import Backend, OpenAIBackend, SamplingParams, TemplateBackend
+from flows.stages.params import SynthesizeParams
+from flows.teacher.backends import Backend, OpenAIBackend, TemplateBackend
 from flows.teacher.client import EndpointPool, RetryPolicy
-from flows.teacher.diversity import DiversityPolicy
 from flows.teacher.images import TeacherImages
-from flows.teacher.prompting import DEFAULT_PROMPT_VERSION, load_prompt_bundle
-from flows.teacher.synthesis import SynthesisConfig, SynthesisSummary, synthesize_records
-from schemas.records import Organ
+from flows.teacher.prompting import load_prompt_bundle
+from flows.teacher.synthesis import SynthesisSummary, synthesize_records
 
 log = logging.getLogger(__name__)
 
 
 class TeacherConfigError(ValueError):
     """A synthesis run that cannot start as configured (one line, names the setting)."""
-
-
-class SynthesizeParams(BaseModel):
-    """Parameters of one synthesis run (the form in the Prefect UI)."""
-
-    backend: Literal["template", "openai"] = Field(default="template", description="template is offline")
-    organ: Organ | None = Field(default=None, description="only this organ (default: all)")
-    prompt_version: str = DEFAULT_PROMPT_VERSION
-    temperature: float = Field(default=0.7, ge=0.0, le=2.0)
-    candidates: int = Field(default=2, ge=1, le=16, description="n: candidates per request; the first valid wins")
-    max_tokens: int = Field(default=512, ge=32)
-    concurrency: int = Field(default=32, ge=1, le=4096, description="requests in flight over all replicas")
-    timeout_s: float = Field(default=120.0, gt=0)
-    max_retries: int = Field(default=6, ge=0)
-    backoff_s: float = Field(default=0.5, ge=0)
-    rouge_l_threshold: float = Field(default=0.7, gt=0, le=1)
-    simhash_max_distance: int = Field(default=3, ge=0, le=64)
-    max_regenerations: int = Field(default=3, ge=0)
-    progress: bool = Field(default=True, description="progress bar on stderr")
-
-    def synthesis_config(self, settings: Settings) -> SynthesisConfig:
-        return SynthesisConfig(
-            sampling=SamplingParams(temperature=self.temperature, n=self.candidates, max_tokens=self.max_tokens),
-            diversity=DiversityPolicy(
-                rouge_l_threshold=self.rouge_l_threshold,
-                simhash_max_distance=self.simhash_max_distance,
-                max_regenerations=self.max_regenerations,
-            ),
-            concurrency=self.concurrency,
-            min_pixels=settings.min_pixels,
-            max_pixels=settings.max_pixels,
-        )
 
 
 def check_config(params: SynthesizeParams, settings: Settings) -> None:

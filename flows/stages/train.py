@@ -21,46 +21,19 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
-from pydantic import BaseModel, Field
 
 from flows.release.folders import release_folder, worktrees_folder
 from flows.release.repository import version_path
+from flows.runtime.recipes import REPO, recipe_files
 from flows.runtime.settings import Settings, SettingsError, load_settings
+from flows.stages.params import TrainParams
 from schemas.revision import git_revision
 
-REPO = Path(__file__).resolve().parents[2]
-RECIPES = REPO / "training" / "recipes"
-STAGES = ("sft", "grpo")
 log = logging.getLogger(__name__)
-
-
-class TrainParams(BaseModel):
-    """One training job (the form in the Prefect UI)."""
-
-    dataset: str = Field(description="dataset name (a release)")
-    version: str = Field(pattern=r"^v\d+\.\d+\.\d+$", description="dataset version, e.g. v1.0.0")
-    recipe: str = Field(default="tiny-cpu", pattern=r"^[A-Za-z0-9._-]+$", description="recipe name")
-    accelerate_config: str | None = Field(default=None, description="accelerate config file (multi-GPU)")
-    stages: list[str] = Field(default_factory=lambda: list(STAGES), description="sft, grpo or both")
 
 
 class TrainError(Exception):
     """A stage of the job failed; the message names it and ends with the job's last log line."""
-
-
-def recipe_files(recipe: str, stages: list[str]) -> dict[str, Path]:
-    """`training/recipes/<model>/<stage>/<recipe>.yaml` for each stage: exactly one per stage."""
-    files = {}
-    for stage in stages:
-        if stage not in STAGES:
-            raise SettingsError(f"unknown training stage {stage!r}; stages are {', '.join(STAGES)}")
-        found = sorted(RECIPES.glob(f"*/{stage}/{recipe}.yaml"))
-        if len(found) != 1:
-            known = sorted({p.stem for p in RECIPES.glob(f"*/{stage}/*.yaml")})
-            what = "no" if not found else "more than one"
-            raise SettingsError(f"{what} {stage} recipe named {recipe!r}; known: {', '.join(known)}")
-        files[stage] = found[0]
-    return files
 
 
 def check_frame(release: Path, recipes: dict[str, Path], settings: Settings) -> None:
