@@ -1,8 +1,8 @@
 """The one stage list: every stage of the path declared once, in the order a sample walks it.
 
-Each entry names the stage's Prefect flow and its parameter model (as `module:name`, imported on use, the
-form of `prefect.yaml` entrypoints, so that reading this list never imports Prefect), what it reads and
-writes, whether the whole path (`pipeline_flow`, the demo) runs it, and whether the catalog's stage ledger
+Each entry names the stage's Prefect flow and its parameter model (in `flows/stages/params.py`) as
+`module:name`, imported on use (the form of `prefect.yaml` entrypoints, so that reading this list never
+imports Prefect), what it reads and writes, whether the whole path (`pipeline_flow`, the demo) runs it, and whether the catalog's stage ledger
 counts it (`status`: in = out + quarantined). The pipeline runs the whole-path stages in this order; tests
 check the pipeline, the catalog's ledger and the deployments in `prefect.yaml` against this list.
 
@@ -42,7 +42,7 @@ STAGES: tuple[StageSpec, ...] = (
     StageSpec(
         "ingest",
         "flows.stages.ingest:ingest_flow",
-        "flows.stages.ingest:IngestParams",
+        "flows.stages.params:IngestParams",
         reads="a source: folder, manifest, public data set, DICOM, phantom",
         writes="de-identified images in the image store; image records, splits",
         ledger=True,
@@ -50,7 +50,7 @@ STAGES: tuple[StageSpec, ...] = (
     StageSpec(
         "annotate",
         "flows.stages.annotate:annotate_flow",
-        "flows.stages.annotate:AnnotateParams",
+        "flows.stages.params:AnnotateParams",
         reads="image records",
         writes="Label Studio tasks, two blinded reader projects per organ",
         ledger=True,
@@ -58,7 +58,7 @@ STAGES: tuple[StageSpec, ...] = (
     StageSpec(
         "pull",
         "flows.stages.pull:pull_flow",
-        "flows.stages.pull:PullParams",
+        "flows.stages.params:PullParams",
         reads="finished Label Studio readings",
         writes="reader annotations; disputed images to adjudication",
         ledger=True,
@@ -66,7 +66,7 @@ STAGES: tuple[StageSpec, ...] = (
     StageSpec(
         "consensus",
         "flows.stages.consensus:consensus_flow",
-        "flows.stages.consensus:ConsensusParams",
+        "flows.stages.params:ConsensusParams",
         reads="reader annotations, adjudications",
         writes="consensus records (label, box, c); the agreement report",
         ledger=True,
@@ -74,7 +74,7 @@ STAGES: tuple[StageSpec, ...] = (
     StageSpec(
         "synthesize",
         "flows.stages.synthesize:synthesize_flow",
-        "flows.stages.synthesize:SynthesizeParams",
+        "flows.stages.params:SynthesizeParams",
         reads="consensus records, images",
         writes="teacher rationales (confidence-toned zoom trajectories); the synthesis report",
         ledger=True,
@@ -82,14 +82,14 @@ STAGES: tuple[StageSpec, ...] = (
     StageSpec(
         "review",
         "flows.stages.review:review_flow",
-        "flows.stages.review:ReviewParams",
+        "flows.stages.params:ReviewParams",
         reads="rationales; expert verdicts from Label Studio",
         writes="review tasks; rejected rationales quarantined; the acceptance report",
     ),
     StageSpec(
         "publish",
         "flows.stages.publish:publish_flow",
-        "flows.stages.publish:PublishParams",
+        "flows.stages.params:PublishParams",
         reads="consensus records, accepted rationales, images",
         writes="a validated, tagged dataset version (parquet shards, card, Data Docs)",
         ledger=True,
@@ -97,14 +97,14 @@ STAGES: tuple[StageSpec, ...] = (
     StageSpec(
         "train",
         "flows.stages.train:train_flow",
-        "flows.stages.train:TrainParams",
+        "flows.stages.params:TrainParams",
         reads="a dataset version",
         writes="SFT and GRPO adapters with their run records",
     ),
     StageSpec(
         "evaluate",
         "flows.stages.evaluate:evaluate_flow",
-        "flows.stages.evaluate:EvaluateParams",
+        "flows.stages.params:EvaluateParams",
         reads="a dataset version's split, a model (checkpoint + adapters, or an endpoint)",
         writes="results, metrics (paper Tables 1 and 2) and plots",
     ),
