@@ -1,10 +1,11 @@
 """The one stage list: every stage of the path declared once, in the order a sample walks it.
 
 Each entry names the stage's Prefect flow and its parameter model (in `flows/stages/params.py`) as
-`module:name`, imported on use (the form of `prefect.yaml` entrypoints, so that reading this list never
-imports Prefect), what it reads and writes, whether the whole path (`pipeline_flow`, the demo) runs it,
-and whether the catalog's stage ledger counts it (`status`: in = out + quarantined). The pipeline runs the
-whole-path stages in this order; tests check the pipeline, the catalog's ledger and the deployments in `prefect.yaml` against this list.
+`module:name`, imported on use (the form of `prefect.yaml` entrypoints: reading this list never imports
+Prefect), what it reads and writes, whether the whole path (`pipeline_flow`, the demo) runs it, and
+whether the catalog's stage ledger counts it (`status`: in = out + quarantined). The pipeline runs the
+whole-path stages in this order; tests check the pipeline, the catalog's ledger and the deployments in
+`prefect.yaml` against this list.
 
 Adding a stage: one entry here, its module in `flows/stages/`, its step in `flows/stages/pipeline.py`.
 """
