@@ -1,11 +1,11 @@
-"""The catalog's connection, schema migrations, upserts and the stage ledger (`in = out + quarantined` per
-stage, each quarantined item with its reason): what every repository of the catalog builds on."""
+"""The catalog's connection, schema migrations, upserts and the stage ledger's table (`in = out + quarantined`
+per stage, each quarantined item with its reason; the ledger's rules live in `ledger.py`): what every
+repository of the catalog builds on."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import UTC, datetime
-from enum import StrEnum
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -18,23 +18,14 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
-from flows.catalog.tables import (
-    Base,
-    ReleaseRow,
-    StageItemRow,
-)
-from schemas.records import (
-    Record,
-)
+from flows.catalog.ledger import STAGES, LedgerItem, Outcome, ledger_rows
+from flows.catalog.tables import Base, ReleaseRow, StageItemRow
+from schemas.records import Record
+
+__all__ = ["STAGES", "UPSERT_BATCH", "CatalogBase", "LedgerItem", "Outcome", "masked_url", "record"]
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
-STAGES = ("ingest", "annotate", "pull", "consensus", "synthesize", "publish")
 UPSERT_BATCH = 500
-
-
-class Outcome(StrEnum):
-    out = "out"
-    quarantined = "quarantined"
 
 
 def masked_url(url: str) -> str:
@@ -106,35 +97,13 @@ class CatalogBase:
             # executemany of one compiled statement: far less Python per row than a multi-VALUES literal
             session.execute(statement, rows[start : start + UPSERT_BATCH])
 
-    def record_stage_items(self, stage: str, items: Iterable[tuple[str, Outcome, str | None, str | None]]) -> None:
+    def record_stage_items(self, stage: str, items: Iterable[LedgerItem]) -> None:
         """Ledger rows `(item_key, outcome, reason, record_key)` for one stage."""
         with Session(self.engine) as session, session.begin():
             self._record_items(session, stage, items, datetime.now(UTC))
 
-    def _record_items(
-        self,
-        session: Session,
-        stage: str,
-        items: Iterable[tuple[str, Outcome, str | None, str | None]],
-        now: datetime,
-    ) -> None:
-        if stage not in STAGES:
-            raise ValueError(f"unknown stage {stage!r}; stages: {', '.join(STAGES)}")
-        rows = []
-        for item_key, outcome, reason, record_key in items:
-            if (outcome == Outcome.quarantined) != (reason is not None):
-                raise ValueError(f"{stage} item {item_key}: a reason is given exactly when quarantined")
-            rows.append(
-                {
-                    "stage": stage,
-                    "item_key": item_key,
-                    "outcome": str(outcome),
-                    "reason": reason,
-                    "record_key": record_key,
-                    "updated_at": now,
-                }
-            )
-        self._upsert(session, StageItemRow.__table__, rows, ["stage", "item_key"])
+    def _record_items(self, session: Session, stage: str, items: Iterable[LedgerItem], now: datetime) -> None:
+        self._upsert(session, StageItemRow.__table__, ledger_rows(stage, items, now), ["stage", "item_key"])
 
     def stage_item_keys(self, stage: str) -> set[str]:
         """Keys of the items a stage has already settled (out or quarantined)."""

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from flows.catalog.base import UPSERT_BATCH, CatalogBase, Outcome, record
+from flows.catalog.base import UPSERT_BATCH, CatalogBase, LedgerItem, record
 from flows.catalog.tables import (
     ImageRow,
     ImageSourceRow,
@@ -30,7 +30,7 @@ class ImagesRepository(CatalogBase):
         self,
         images: Iterable[ImageRecord],
         annotations: Iterable[SourceAnnotation],
-        ledger: Iterable[tuple[str, Outcome, str | None, str | None]],
+        ledger: Iterable[LedgerItem],
         *,
         sources: Iterable[tuple[str, str, str]] = (),
         readings: Iterable[ReaderAnnotation] = (),

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from flows.catalog.base import CatalogBase, Outcome, record
+from flows.catalog.base import CatalogBase, LedgerItem, record
 from flows.catalog.tables import (
     ReaderAnnotationRow,
 )
@@ -19,9 +19,7 @@ from schemas.records import (
 
 
 class ReadingsRepository(CatalogBase):
-    def save_pulled(
-        self, readings: Iterable[ReaderAnnotation], ledger: Iterable[tuple[str, Outcome, str | None, str | None]]
-    ) -> None:
+    def save_pulled(self, readings: Iterable[ReaderAnnotation], ledger: Iterable[LedgerItem]) -> None:
         """Replace each (image, reader)'s lesions with the pulled ones, and record the pull ledger, atomically."""
         rows = [r.model_dump(mode="json") for r in readings]
         with Session(self.engine) as session, session.begin():

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from flows.catalog.base import STAGES, CatalogBase, Outcome, masked_url
+from flows.catalog.base import STAGES, CatalogBase, LedgerItem, Outcome, masked_url
 from flows.catalog.decisions import DecisionsRepository
 from flows.catalog.images import ImagesRepository
 from flows.catalog.readings import ReadingsRepository
@@ -47,7 +47,7 @@ class Catalog(
         rows: int,
         git_sha: str | None,
         path: str,
-        ledger: Iterable[tuple[str, Outcome, str | None, str | None]],
+        ledger: Iterable[LedgerItem],
     ) -> None:
         """Record a release and what became of every record in it (the publish stage's ledger)."""
         now = datetime.now(UTC)

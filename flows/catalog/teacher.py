@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from flows.catalog.base import UPSERT_BATCH, CatalogBase, Outcome, record
+from flows.catalog.base import UPSERT_BATCH, CatalogBase, LedgerItem, record
 from flows.catalog.tables import (
     DiversityMarkRow,
     RationaleRow,
@@ -27,7 +27,7 @@ class TeacherRepository(CatalogBase):
         *,
         cache_rows: Iterable[dict[str, Any]] = (),
         rationales: Iterable[Rationale] = (),
-        ledger: Iterable[tuple[str, Outcome, str | None, str | None]] = (),
+        ledger: Iterable[LedgerItem] = (),
         forget: Iterable[str] = (),
     ) -> None:
         """One transaction: teacher replies into the cache, settled rationales and their ledger entries.
