@@ -12,7 +12,7 @@ import os
 import re
 from functools import cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
@@ -83,12 +83,53 @@ class Attribute(BaseModel):
         raise VocabularyError(f"{raw!r} is not a value of attribute {self.name!r}; allowed: {allowed}")
 
 
-class PhantomHints(BaseModel):
-    """How the phantom source draws this organ's background tissue (`flows/ingest/sources/phantom.py`)."""
-
+class _Hint(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    tissue: Literal["layers", "vessels", "gland", "plain"] = "plain"
+
+class TissueGland(_Hint):
+    """A gland: an ellipse of tissue brighter (or darker) than what surrounds it."""
+
+    centre: tuple[float, float]  # x, y as fractions of the image width, height
+    half_axes: tuple[float, float]  # fractions of the image width, height
+    inside: float  # echo factor inside the ellipse
+    outside: float  # echo factor outside it
+
+
+class TissueVessels(_Hint):
+    """A few round vessels (anechoic: blood), squashed vertically as a probe sees them across."""
+
+    count: tuple[int, int]  # fewest, most (inclusive)
+    radius: tuple[float, float]  # pixels
+    depth: tuple[float, float]  # where their centres lie, as fractions of the image height
+    squash: float = 1.4  # vertical compression of the circle
+    echo: float = 0.04
+
+
+class TissueBand(_Hint):
+    """One depth band (a layer: skin, fat, muscle) and its echo level; a missing edge means the image's edge."""
+
+    above: float | None = None  # top edge, as a fraction of the image height
+    below: float | None = None  # bottom edge
+    echo: float
+
+
+class TissueBands(_Hint):
+    """Layers across the image; with a `wave`, their edges undulate together from side to side."""
+
+    wave: float = 0.0  # amplitude of the undulation, as a fraction of the image height
+    levels: tuple[TissueBand, ...]
+
+
+class PhantomHints(_Hint):
+    """How the phantom source draws this organ's background tissue (`flows/ingest/sources/phantom.py`).
+
+    Drawn in this order over a plain, softly varying parenchyma: the gland, the vessels, the bands.
+    """
+
+    gland: TissueGland | None = None
+    vessels: TissueVessels | None = None
+    bands: TissueBands | None = None
 
 
 class TeacherWords(BaseModel):

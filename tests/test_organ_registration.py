@@ -29,7 +29,11 @@ KIDNEY = {
     "organ": "kidney",
     "standard": "Renal mass descriptors (a test organ: registered by this file alone)",
     "dicom_body_parts": ["KIDNEY"],
-    "phantom": {"tissue": "plain"},
+    # the phantom draws the kidney's cortex as a darker ellipse under a bright capsule line
+    "phantom": {
+        "gland": {"centre": [0.5, 0.6], "half_axes": [0.45, 0.3], "inside": 0.9, "outside": 0.6},
+        "bands": {"wave": 0.02, "levels": [{"below": 0.04, "echo": 1.2}]},
+    },
     "words": {"region": "renal cortex", "structure": "renal mass"},
     "attributes": {
         "echogenicity": {

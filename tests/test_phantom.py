@@ -1,9 +1,12 @@
+import shutil
+
 import numpy as np
 import pytest
+import yaml
 
 from flows.ingest.sources.phantom import HEADER_HEIGHT, PhantomConfig, generate_case, iter_cases, phantom_items
 from schemas.frames import iou
-from schemas.vocabulary import load_vocabulary
+from schemas.vocabulary import DEFAULT_VOCAB_DIR, load_vocabulary
 
 
 def _mask_box(mask: np.ndarray) -> list[float]:
@@ -80,3 +83,21 @@ def test_phantom_items_are_resumable(tmp_path):
 @pytest.mark.parametrize("organ", ["breast", "liver", "thyroid"])
 def test_single_organ_config(organ):
     assert {c.organ for c in iter_cases(0, 3, PhantomConfig(organs=(organ,)))} == {organ}
+
+
+def test_the_background_tissue_is_drawn_from_the_vocabulary_hints(tmp_path, monkeypatch):
+    folder = tmp_path / "vocab"
+    shutil.copytree(DEFAULT_VOCAB_DIR, folder)
+    liver = yaml.safe_load((folder / "liver.yaml").read_text())
+    shipped = generate_case(0, 0, PhantomConfig(organs=("liver",), max_lesions=1)).image
+    liver["phantom"] = {"bands": {"levels": [{"above": 0.5, "echo": 0.04}]}}  # the deep half: anechoic
+    (folder / "liver.yaml").write_text(yaml.safe_dump(liver))
+    monkeypatch.setenv("LOOKCLOSER_VOCAB_DIR", str(folder))
+    changed = generate_case(0, 0, PhantomConfig(organs=("liver",), max_lesions=1)).image
+    us_height = changed.shape[0] - HEADER_HEIGHT
+    deep, shallow = (
+        slice(HEADER_HEIGHT + int(0.6 * us_height), None),
+        slice(HEADER_HEIGHT, HEADER_HEIGHT + us_height // 3),
+    )
+    assert changed[deep].mean() < 0.5 * shipped[deep].mean()
+    assert changed[shallow].mean() > 0.8 * shipped[shallow].mean()  # the hint's band only: the rest is tissue

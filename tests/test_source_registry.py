@@ -1,24 +1,53 @@
-"""Sources by registration (flows/ingest/sources/registry.py): the ingest parameters, the CLI, the
-pre-annotations and the card's provenance all come from, or are checked against, the one list."""
+"""Sources by registration (flows/ingest/sources/registry.py): a source is its module in `sources/`, which
+declares itself as `SOURCE`, and its entry in `provenance.yaml`; the ingest parameters, the CLI and the
+pre-annotations all come from, or are checked against, that one list."""
 
 from __future__ import annotations
 
 import inspect
+import pkgutil
 import typing
+from importlib import import_module
 
-import yaml
+import pytest
 
-from flows.ingest.sources.registry import KINDS, PREANNOTATION_ORIGINS, SOURCES, adapter_arguments, source_adapter
-from flows.release.card import PROVENANCE_FILE
+import flows.ingest.sources as sources_package
+from flows.ingest.sources.base import SourceAdapter
+from flows.ingest.sources.registry import (
+    KINDS,
+    PROVENANCE_FILE,
+    adapter_arguments,
+    preannotation_origins,
+    source_adapter,
+)
+from flows.release.card import PROVENANCE_FILE as CARD_PROVENANCE_FILE
 
 
-def test_every_adapter_loads_and_takes_organ_exactly_when_it_says_so():
-    for adapter in SOURCES:
-        function = adapter.load()
-        if adapter.path == "none":  # the phantom: the ingest stage gives it its organs in its config
-            continue
-        assert ("organ" in inspect.signature(function).parameters) == adapter.takes_organ, adapter.kind
+def test_every_registered_kind_is_a_module_that_declares_itself():
+    for kind in KINDS:
+        adapter = source_adapter(kind)
+        assert adapter.kind == kind and adapter.iter_items.__module__ == f"flows.ingest.sources.{kind}"
+
+
+def test_every_adapter_takes_organ_exactly_when_it_says_so():
+    for kind in KINDS:
+        adapter = source_adapter(kind)
+        assert ("organ" in inspect.signature(adapter.iter_items).parameters) == adapter.takes_organ, kind
         assert ("organ" in adapter_arguments(adapter, "breast", {})) == adapter.takes_organ
+
+
+def test_every_adapter_module_has_a_provenance_entry():
+    declared = set()
+    for module in pkgutil.iter_modules(sources_package.__path__):
+        if isinstance(getattr(import_module(f"flows.ingest.sources.{module.name}"), "SOURCE", None), SourceAdapter):
+            declared.add(module.name)
+    assert declared == set(KINDS)  # a module without its entry would be a source nobody can choose
+    assert PROVENANCE_FILE == CARD_PROVENANCE_FILE  # the card's licences come from the same entries
+
+
+def test_a_helper_module_is_no_source():
+    with pytest.raises(KeyError, match="unknown source kind 'files'"):
+        source_adapter("files")
 
 
 def test_the_ingest_parameters_and_the_cli_offer_the_registered_kinds():
@@ -30,11 +59,6 @@ def test_the_ingest_parameters_and_the_cli_offer_the_registered_kinds():
     assert all(kind in help_text for kind in KINDS)
 
 
-def test_every_source_has_a_provenance_entry():
-    declared = yaml.safe_load(PROVENANCE_FILE.read_text())["sources"]
-    assert set(declared) == set(KINDS)
-
-
 def test_pre_annotation_origins_are_the_adapters_declarations():
-    assert set(PREANNOTATION_ORIGINS) == {"mask", "outline", "manifest", "phantom"}
+    assert set(preannotation_origins()) == {"mask", "outline", "manifest", "phantom"}
     assert source_adapter("hf").preannotation_origins == ()  # the Hub's boxes are not pre-filled (as before)

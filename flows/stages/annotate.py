@@ -20,7 +20,7 @@ from annotation.label_config import label_config, result_from_reading
 from annotation.projects import READER_ROLES, ReaderAssignment, image_task, project_title
 from annotation.readers import ReaderNoise, simulate_reading
 from flows.catalog import Catalog, Outcome, open_catalog
-from flows.ingest.sources.registry import PREANNOTATION_ORIGINS
+from flows.ingest.sources.registry import preannotation_origins
 from flows.runtime.settings import Settings, load_settings
 from flows.stages.params import AnnotateParams
 from schemas.records import Organ
@@ -43,11 +43,12 @@ def _organs(organ: str | None) -> tuple[str, ...]:
 def image_tasks(catalog: Catalog, organ: str, *, preannotate: bool, prefix: str) -> dict[str, dict]:
     """image_id → task for every ingested image of the organ."""
     tasks = {}
+    origins = preannotation_origins()
     for image in catalog.iter_images(organ=organ):
         boxes = None
         if preannotate:
             annotations = catalog.source_annotations(image.image_id)
-            boxes = [a.box for a in annotations if a.box is not None and a.origin in PREANNOTATION_ORIGINS]
+            boxes = [a.box for a in annotations if a.box is not None and a.origin in origins]
         tasks[image.image_id] = image_task(
             image_id=image.image_id,
             organ=organ,

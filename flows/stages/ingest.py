@@ -29,24 +29,21 @@ from flows.ingest.core import (
 )
 from flows.ingest.image_store import ImageStore
 from flows.ingest.sources.base import SourceItem
-from flows.ingest.sources.phantom import PhantomConfig, phantom_items
 from flows.ingest.sources.registry import adapter_arguments, source_adapter
 from flows.runtime.settings import Settings, load_settings
 from flows.runtime.task_runners import ConfiguredTaskRunner, in_order, is_distributed
 from flows.stages.params import IngestParams
-from schemas.vocabulary import registered_organs
 
 
 def source_items(params: IngestParams) -> tuple[Iterator[SourceItem], int | None]:
     """The adapter's items and, when known, how many there are."""
-    if params.kind == "phantom":
-        config = PhantomConfig(organs=(params.organ,) if params.organ else registered_organs())
-        root = load_settings().workspace / "sources"
-        return phantom_items(root, seed=params.seed, count=params.count, config=config), params.count
     adapter = source_adapter(params.kind)
+    if adapter.path == "none":  # a generator (the phantom): `count` images from `seed`, written into the workspace
+        root = load_settings().workspace / "sources"
+        return adapter.iter_items(root, organ=params.organ, seed=params.seed, count=params.count), params.count
     kwargs = adapter_arguments(adapter, params.organ, params.adapter_options)
     source = params.path if adapter.path == "dataset id" else Path(str(params.path))
-    return scoped(adapter.load()(source, **kwargs), source_scope(params)), None
+    return scoped(adapter.iter_items(source, **kwargs), source_scope(params)), None
 
 
 def source_scope(params: IngestParams) -> str:

@@ -1,4 +1,5 @@
-"""What every source adapter yields: one `SourceItem` per image, before de-identification.
+"""What every source adapter declares (its `SOURCE`) and yields: one `SourceItem` per image, before
+de-identification.
 
 An adapter only knows its layout. It either decodes the image itself (DICOM, phantom, a Hugging
 Face column) and sets `image`, or it points at a file with `path` and leaves decoding to the
@@ -12,9 +13,10 @@ it with a salted hash before anything is written.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from PIL import Image
 
@@ -42,3 +44,14 @@ class SourceItem:
     @property
     def item_key(self) -> str:
         return f"{self.source}:{self.source_ref}"
+
+
+@dataclass(frozen=True)
+class SourceAdapter:
+    """An adapter module's declaration, its module-level `SOURCE`; `registry.py` finds it by `kind`."""
+
+    kind: str  # the module's name in `sources/`, and `source` of its items
+    iter_items: Callable[..., Iterator[SourceItem]]  # called as iter_items(path, organ=..., **adapter options)
+    takes_organ: bool = True  # False: the adapter knows its organ (and refuses an organ argument)
+    path: Literal["local", "dataset id", "none"] = "local"  # none: it generates its images (into the workspace)
+    preannotation_origins: tuple[str, ...] = ()  # origins of its boxes worth pre-filling a reader's task

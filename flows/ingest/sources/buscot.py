@@ -24,12 +24,12 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from flows.ingest.sources.base import SourceItem
+from flows.ingest.sources.base import SourceAdapter, SourceItem
 from schemas.vocabulary import VocabularyError, load_vocabulary, normalize_value
 
 log = logging.getLogger(__name__)
 
-SOURCE = "buscot"
+KIND = "buscot"  # the `source` of its items
 ORGAN = "breast"
 ORIGIN = "metadata"
 LESION_DIR = "BUS-Lesion"
@@ -326,7 +326,7 @@ def _iter_items(
         seen.add(key)
         source_id = source_image_id(path.name)
         item = SourceItem(
-            source=SOURCE,
+            source=KIND,
             source_ref=f"{split}/{path.name}",
             organ=ORGAN,
             path=path,
@@ -352,7 +352,7 @@ def _iter_items(
         split, name = located if located else ("", key)
         counts[IMAGE_MISSING] += 1
         yield SourceItem(
-            source=SOURCE,
+            source=KIND,
             source_ref=f"{split}/{name}" if split else name,
             organ=ORGAN,
             path=root / LESION_DIR / split / name if split else None,
@@ -363,3 +363,6 @@ def _iter_items(
     log.info("BUS-CoT: %s", dict(counts))
     if left_out:
         log.info("BUS-CoT values without a mapping (left out): %s", dict(left_out))
+
+
+SOURCE = SourceAdapter(KIND, iter_buscot_items, takes_organ=False)

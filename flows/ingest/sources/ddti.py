@@ -23,13 +23,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from flows.ingest.sources.base import SourceItem
+from flows.ingest.sources.base import SourceAdapter, SourceItem
 from flows.ingest.sources.files import image_size, is_image_file, walk_files
 from flows.ingest.sources.masks import MaskError, box_from_polygon
 
 log = logging.getLogger(__name__)
 
-SOURCE = "ddti"
+KIND = "ddti"  # the `source` of its items
 DEFAULT_ORGAN = "thyroid"
 MAX_XML_BYTES = 1024 * 1024  # a case file is a few kB; anything far larger is not a DDTI case
 
@@ -155,7 +155,7 @@ def boxes_from_svg(svg: str, size: tuple[int, int]) -> list[list[float]]:
 
 def _image_item(root: Path, ref: Path, path: Path | None, case: DdtiCase, svgs: list[str], organ: str) -> SourceItem:
     item = SourceItem(
-        source=SOURCE,
+        source=KIND,
         source_ref=ref.as_posix(),
         organ=organ,
         patient_id=f"ddti-{case.number}",
@@ -198,7 +198,7 @@ def _case_items(root: Path, xml: Path, images: dict[str, Path], organ: str) -> I
         refs = [images[k] for k in sorted(images, key=_index_order)] or [xml]  # no image: count the case itself
         for ref in refs:
             yield SourceItem(
-                source=SOURCE, source_ref=ref.as_posix(), organ=organ, patient_id=f"ddti-{xml.stem}", error=str(err)
+                source=KIND, source_ref=ref.as_posix(), organ=organ, patient_id=f"ddti-{xml.stem}", error=str(err)
             )
         return
     marks: dict[str, list[str]] = defaultdict(list)
@@ -234,7 +234,10 @@ def _iter_items(root: Path, organ: str) -> Iterator[SourceItem]:
         for k in sorted(found, key=_index_order):
             ref = found[k]
             yield SourceItem(
-                source=SOURCE, source_ref=ref.as_posix(), organ=organ, path=root / ref, patient_id=f"ddti-{number}"
+                source=KIND, source_ref=ref.as_posix(), organ=organ, path=root / ref, patient_id=f"ddti-{number}"
             )
     for ref in strays:
-        yield SourceItem(source=SOURCE, source_ref=ref.as_posix(), organ=organ, path=root / ref)
+        yield SourceItem(source=KIND, source_ref=ref.as_posix(), organ=organ, path=root / ref)
+
+
+SOURCE = SourceAdapter(KIND, iter_ddti_items, preannotation_origins=("outline",))

@@ -44,7 +44,7 @@ from pydicom.uid import (
 )
 
 from flows.ingest.decode import check_degenerate
-from flows.ingest.sources.base import SourceItem
+from flows.ingest.sources.base import SourceAdapter, SourceItem
 from flows.ingest.sources.dicom_pixels import RejectedError, decode_frame
 from schemas.vocabulary import dicom_body_part_organs, registered_organs
 
@@ -359,3 +359,6 @@ def _pixel_spacing_mm(dataset: Dataset, region: Dataset | None) -> dict[str, flo
     except (AttributeError, TypeError, ValueError):
         pass  # a malformed spacing is only missing metadata, not a reason to lose the image
     return None
+
+
+SOURCE = SourceAdapter("dicom", iter_dicom_items)

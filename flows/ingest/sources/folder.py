@@ -27,13 +27,13 @@ from openpyxl import load_workbook
 from openpyxl.utils.exceptions import InvalidFileException
 
 from flows.ingest.decode import DecodeError, decode_image_file
-from flows.ingest.sources.base import SourceItem
+from flows.ingest.sources.base import SourceAdapter, SourceItem
 from flows.ingest.sources.files import image_size, is_image_file, walk_files
 from flows.ingest.sources.masks import MaskError, boxes_from_mask
 
 log = logging.getLogger(__name__)
 
-SOURCE = "folder"
+KIND = "folder"  # the `source` of its items
 LAYOUTS = ("auto", "busi", "tn3k", "breast", "plain")
 LAYOUT_ORGANS = {"busi": "breast", "tn3k": "thyroid", "breast": "breast"}
 BUSI_CLASSES = frozenset({"benign", "malignant", "normal"})  # folder names, never patient data
@@ -249,7 +249,7 @@ def _read_breast_clinical(root: Path, files: list[Path]) -> dict[str, tuple[dict
 # --------------------------------------------------------------------------- items
 def _error_item(pairing: _Pairing, organ: str, reason: str) -> SourceItem:
     return SourceItem(
-        source=SOURCE, source_ref=pairing.image.as_posix(), organ=organ, metadata=pairing.metadata, error=reason
+        source=KIND, source_ref=pairing.image.as_posix(), organ=organ, metadata=pairing.metadata, error=reason
     )
 
 
@@ -267,7 +267,7 @@ def _build_item(root: Path, pairing: _Pairing, organ: str) -> SourceItem:
         return _error_item(pairing, organ, "mask_missing")
     path = root / pairing.image
     item = SourceItem(
-        source=SOURCE, source_ref=pairing.image.as_posix(), organ=organ, path=path, metadata=pairing.metadata
+        source=KIND, source_ref=pairing.image.as_posix(), organ=organ, path=path, metadata=pairing.metadata
     )
     if not pairing.masks:
         if pairing.attributes:  # clinical descriptors without an outline: still the source's word
@@ -321,3 +321,6 @@ def _iter_items(root: Path, organ: str | None, layout: str) -> Iterator[SourceIt
         pairings = {"busi": _pair_busi, "tn3k": _pair_tn3k, "plain": _pair_plain}[layout](files)
     for pairing in pairings:
         yield _build_item(root, pairing, organ)
+
+
+SOURCE = SourceAdapter(KIND, iter_folder_items, preannotation_origins=("mask",))

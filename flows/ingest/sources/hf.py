@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from PIL import Image, ImageOps
 
 from flows.ingest.decode import DecodeError, decode_image_bytes, to_declared_mode
-from flows.ingest.sources.base import SourceItem
+from flows.ingest.sources.base import SourceAdapter, SourceItem
 from flows.ingest.sources.cells import (
     BOX_MALFORMED,
     MalformedBoxError,
@@ -44,7 +44,7 @@ if TYPE_CHECKING:  # `datasets` costs ~0.7 s to import: only the runs that read 
 
 log = logging.getLogger(__name__)
 
-SOURCE = "hf"
+KIND = "hf"  # the `source` of its items
 UNREACHABLE = "hf_dataset_unreachable"  # the repo id could not be fetched (offline, no such repo, network)
 UNREADABLE = "hf_dataset_unreadable"  # a local folder or file (or a fetched snapshot) that `datasets` cannot read
 ROW_UNPARSEABLE = "hf_row_unparseable"  # a mapped cell that is not what its field needs (bad JSON, wrong type)
@@ -244,7 +244,7 @@ def _row_annotations(
     elif per_column or attributes:
         attributes = {**(attributes or {}), **(per_column or {})}
     confidence = parse_confidence(_cell(row, features, mapping.get("confidence")), organ)
-    return lesion_annotations(boxes, attributes, confidence, origin=SOURCE)
+    return lesion_annotations(boxes, attributes, confidence, origin=KIND)
 
 
 def row_item(
@@ -260,7 +260,7 @@ def row_item(
     """The source item of one dataset row."""
     organ_cell = _cell(row, features, mapping.get("organ"))
     organ = str(organ_cell).strip().lower() if organ_cell is not None else (default_organ or "")
-    item = SourceItem(source=SOURCE, source_ref=ref, organ=organ)
+    item = SourceItem(source=KIND, source_ref=ref, organ=organ)
     try:
         patient = _cell(row, features, mapping.get("patient_id"))
         item.patient_id = None if patient is None else str(patient)
@@ -307,7 +307,7 @@ def _iter_items(
     try:
         data, base = open_dataset(source, revision)
     except SourceUnavailableError as err:
-        yield SourceItem(source=SOURCE, source_ref=f"{split or 'all'}:dataset", organ=organ or "", error=err.reason)
+        yield SourceItem(source=KIND, source_ref=f"{split or 'all'}:dataset", organ=organ or "", error=err.reason)
         return
     counts: Counter[str] = Counter()
     for split_name, split_rows in select_splits(data, split):
@@ -322,7 +322,7 @@ def _iter_items(
             except Exception as err:  # a broken shard ends this split; it is reported, not raised
                 log.warning("hf: split %s unreadable after %d rows (%s)", split_name, index, type(err).__name__)
                 counts[UNREADABLE] += 1
-                yield SourceItem(source=SOURCE, source_ref=f"{split_name}:{index}", organ=organ or "", error=UNREADABLE)
+                yield SourceItem(source=KIND, source_ref=f"{split_name}:{index}", organ=organ or "", error=UNREADABLE)
                 break
             item = row_item(
                 row,
@@ -337,3 +337,6 @@ def _iter_items(
             index += 1
             yield item
     log.info("hf: %d rows, %s", sum(counts.values()), dict(counts))
+
+
+SOURCE = SourceAdapter(KIND, iter_hf_items, path="dataset id")  # the Hub's boxes are not pre-filled

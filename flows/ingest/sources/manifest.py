@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from flows.ingest.sources.base import SourceItem
+from flows.ingest.sources.base import SourceAdapter, SourceItem
 from flows.ingest.sources.cells import (
     ROW_UNPARSEABLE,
     RowError,
@@ -33,7 +33,7 @@ from flows.ingest.sources.cells import (
 
 log = logging.getLogger(__name__)
 
-SOURCE = "manifest"
+KIND = "manifest"  # the `source` of its items
 IMAGE_MISSING = "image_missing"
 CSV_SUFFIXES = (".csv",)
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
@@ -62,9 +62,9 @@ def _resolve_path(value: Any, folder: Path) -> Path:
 def row_item(row: Any, ref: str, folder: Path, default_organ: str | None) -> SourceItem:
     """The source item of one manifest row (already read as a dict, or the reason it is not one)."""
     if not isinstance(row, dict):
-        return SourceItem(source=SOURCE, source_ref=ref, organ=default_organ or "", error=ROW_UNPARSEABLE)
+        return SourceItem(source=KIND, source_ref=ref, organ=default_organ or "", error=ROW_UNPARSEABLE)
     organ = _row_organ(row, default_organ)
-    item = SourceItem(source=SOURCE, source_ref=ref, organ=organ)
+    item = SourceItem(source=KIND, source_ref=ref, organ=organ)
     try:
         item.path = _resolve_path(row.get("path"), folder)
         patient = _cell(row, "patient_id")
@@ -72,7 +72,7 @@ def row_item(row: Any, ref: str, folder: Path, default_organ: str | None) -> Sou
         boxes = parse_boxes(_cell(row, "boxes"))
         attributes = parse_attributes(_cell(row, "attributes"), organ)
         confidence = parse_confidence(_cell(row, "confidence"), organ)
-        item.annotations = lesion_annotations(boxes, attributes, confidence, origin=SOURCE)
+        item.annotations = lesion_annotations(boxes, attributes, confidence, origin=KIND)
         item.readings = parse_readers(_cell(row, "readers"), organ)
     except RowError as err:
         item.error = err.reason
@@ -147,3 +147,6 @@ def _iter_rows(rows: Iterator[Any], path: Path, organ: str | None) -> Iterator[S
         counts[item.error or "ok"] = counts.get(item.error or "ok", 0) + 1
         yield item
     log.info("manifest: %d rows, %s", sum(counts.values()), counts)
+
+
+SOURCE = SourceAdapter(KIND, iter_manifest_items, preannotation_origins=("manifest",))

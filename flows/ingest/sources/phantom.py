@@ -1,7 +1,7 @@
 """Phantom B-mode ultrasound images: the embedded default data set.
 
-Each image is built like a real scan is displayed: a tissue echo map (organ-specific layers or
-texture) with lesions whose look follows their vocabulary values (`render` hints in
+Each image is built like a real scan is displayed: a tissue echo map (the organ's `phantom:` hints,
+`phantom_tissue.py`) with lesions whose look follows their vocabulary values (`render` hints in
 `schemas/vocab/*.yaml`), multiplicative Rayleigh-like speckle, depth attenuation with partial
 time-gain compensation, log compression, a sector (fan) field of view, a depth scale, and a header
 band with burned-in (fake) patient text for de-identification to remove. A per-lesion
@@ -24,7 +24,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 from scipy import ndimage
 
-from flows.ingest.sources.base import SourceItem
+from flows.ingest.sources.base import SourceAdapter, SourceItem
 from flows.ingest.sources.phantom_scanner import (
     FAN_HALF_ANGLE_DEG,
     HEADER_HEIGHT,
@@ -33,6 +33,7 @@ from flows.ingest.sources.phantom_scanner import (
     display_geometry,
     speckle,
 )
+from flows.ingest.sources.phantom_tissue import background_tissue, smooth_field
 from schemas.vocabulary import load_vocabulary, registered_organs
 
 LESION_ANGLE_SAMPLES = 720
@@ -73,41 +74,6 @@ class PhantomCase:
 
 def _case_rng(seed: int, index: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([seed, index]))
-
-
-def _smooth_field(rng: np.random.Generator, shape: tuple[int, int], cells: int, amplitude: float) -> np.ndarray:
-    """Low-frequency multiplicative variation around 1 (bicubic upsampling of a coarse grid)."""
-    coarse = rng.normal(0.0, 1.0, (cells, cells)).astype(np.float32)
-    img = Image.fromarray(coarse, mode="F").resize((shape[1], shape[0]), Image.Resampling.BICUBIC)
-    return np.maximum(1.0 + amplitude * np.asarray(img, dtype=np.float32), 0.05)  # echo is never negative
-
-
-def _tissue(organ: str, rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
-    """Mean echo level of the background tissue, as the organ's vocabulary hints (`phantom.tissue`)."""
-    tissue = load_vocabulary(organ).phantom.tissue
-    h, w = shape
-    y = np.arange(h, dtype=np.float32)[:, None] / h
-    echo = np.full(shape, 0.5, dtype=np.float32) * _smooth_field(rng, shape, 6, 0.08)
-    if tissue == "layers":
-        # skin line, subcutaneous fat, fibroglandular layer, pectoral muscle: undulating bands
-        x = np.arange(w, dtype=np.float32)[None, :] / w
-        wave = 0.03 * np.sin(2 * np.pi * (x * rng.uniform(0.8, 1.6) + rng.uniform(0, 1)))
-        echo = np.where(y < 0.05 + wave, 1.1, echo)
-        echo = np.where((y > 0.15 + wave) & (y < 0.2 + wave), 0.35, echo)
-        echo = np.where(y > 0.82 + wave, 0.75, echo)
-    elif tissue == "vessels":
-        # homogeneous parenchyma with a few anechoic vessels
-        yy, xx = np.mgrid[0:h, 0:w]
-        for _ in range(int(rng.integers(2, 5))):
-            cx, cy, r = rng.uniform(0, w), rng.uniform(0.2 * h, h), rng.uniform(4, 10)
-            echo = np.where((xx - cx) ** 2 + ((yy - cy) * 1.4) ** 2 < r**2, 0.04, echo)
-    elif tissue == "gland":
-        # the gland (brighter ellipse) between darker strap muscles
-        yy, xx = np.mgrid[0:h, 0:w]
-        gland = ((xx - w / 2) / (0.42 * w)) ** 2 + ((yy - 0.55 * h) / (0.36 * h)) ** 2 < 1
-        echo = np.where(gland, echo * 1.35, echo * 0.7)
-        echo = np.where(y < 0.12, 0.35, echo)
-    return echo
 
 
 def _lesion_radius(rng: np.random.Generator, render: dict[str, Any], r0: float) -> np.ndarray:
@@ -204,7 +170,7 @@ def _paint_lesion(
     dist = np.hypot((xx - cx) / max(1.0, (x2 - x1) / 2), (yy - cy) / max(1.0, (y2 - y1) / 2))
     lesion = np.full(window.shape, intensity, dtype=np.float32)
     if texture := float(render.get("texture", 0.0)):
-        lesion *= _smooth_field(rng, window.shape, 12, 0.6 * texture)
+        lesion *= smooth_field(rng, window.shape, 12, 0.6 * texture)
     fluid = 1.0 + (0.04 - 1.0) * contrast  # anechoic fluid, also fainter on hard cases
     if core := float(render.get("cystic_core", 0.0)):
         lesion[dist < core] = fluid
@@ -243,7 +209,7 @@ def generate_case(seed: int, index: int, config: PhantomConfig = PhantomConfig()
     shape = (config.height - HEADER_HEIGHT, config.width)
     h, w = shape
     fan = (w / 2, -0.12 * h, 0.18 * h, 1.1 * h)  # apex above the image: a curvilinear probe
-    echo = _tissue(organ, rng, shape)
+    echo = background_tissue(load_vocabulary(organ).phantom, rng, shape)
 
     lesions: list[PhantomLesion] = []
     n_lesions = 1 + sum(rng.random() < config.second_lesion_probability for _ in range(config.max_lesions - 1))
@@ -368,3 +334,13 @@ def _case_entry(folder: Path, seed: int, index: int, config: PhantomConfig) -> d
     tmp.write_text(json.dumps(entry))
     tmp.replace(entry_path)
     return entry
+
+
+def iter_phantom_items(root: Path, *, organ: str | None, seed: int, count: int) -> Iterator[SourceItem]:
+    """The ingest stage's call: `count` images from `seed` of one organ (or of every registered organ)."""
+    config = PhantomConfig(organs=(organ,) if organ else registered_organs())
+    return phantom_items(root, seed=seed, count=count, config=config)
+
+
+# it generates into the workspace: the ingest stage gives it the folder, `seed` and `count`
+SOURCE = SourceAdapter("phantom", iter_phantom_items, path="none", preannotation_origins=("phantom",))
