@@ -17,34 +17,23 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from datasets import Features, Image, List, Value
 
+from schemas.dataset import COLUMN_TYPES, IMAGE, ColumnType, ListOf
 from schemas.records import Sample
 
 ROWS_PER_GROUP = 100  # as push_to_hub: row groups of about 20 MB with two images a row
 DEFAULT_SHARD_BYTES = 500 << 20  # push_to_hub's default max shard size
 
-FEATURES = Features(
-    {
-        "id": Value("string"),
-        "organ": Value("string"),
-        "attribute": Value("string"),
-        "question": Value("string"),
-        "label": Value("string"),
-        "confidence": Value("int8"),
-        "agreement": Value("float32"),
-        "reader_labels": List({"reader": Value("string"), "label": Value("string")}),
-        "images": List(Image()),
-        "messages": List(
-            {"role": Value("string"), "content": List({"type": Value("string"), "text": Value("string")})}
-        ),
-        "bbox": List(Value("int32"), length=4),
-        "bbox_orig": List(Value("float64"), length=4),  # the catalog's boxes exactly
-        "orig_size": List(Value("int32"), length=2),
-        "model_size": List(Value("int32"), length=2),
-        "split": Value("string"),
-        "source": Value("string"),
-        "generator": Value("string"),
-    }
-)
+
+def to_feature(column_type: ColumnType) -> Any:
+    """The `datasets` feature of one column type of the published row (schemas/dataset.py)."""
+    if isinstance(column_type, ListOf):
+        return List(to_feature(column_type.element), length=column_type.length or -1)
+    if isinstance(column_type, dict):
+        return {name: to_feature(field_type) for name, field_type in column_type.items()}
+    return Image() if column_type == IMAGE else Value(column_type)
+
+
+FEATURES = Features({name: to_feature(column_type) for name, column_type in COLUMN_TYPES.items()})
 
 
 def sample_to_example(sample: Sample) -> dict[str, Any]:
