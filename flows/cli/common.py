@@ -35,13 +35,15 @@ def require_reachable_cluster(settings: Settings) -> None:
         raise ConfigError(problem)
 
 
-def open_catalog(settings: Settings) -> Any:
+def catalog_status(settings: Settings) -> dict[str, Any]:
+    """The `status` object; a catalog that cannot be opened is a configuration error, said in one line."""
     from sqlalchemy.exc import OperationalError
 
-    from flows.catalog import Catalog, masked_url
+    from flows.catalog import masked_url, open_catalog
 
     try:
-        return Catalog(settings.resolved_catalog_url)
+        with open_catalog(settings) as catalog:
+            return catalog.status()
     except OperationalError:
         raise ConfigError(
             f"cannot open the catalog at {masked_url(settings.resolved_catalog_url)} ({ENV_PREFIX}CATALOG_URL)"

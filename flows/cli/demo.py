@@ -117,7 +117,7 @@ def demo(
 
     done = common.run_stage(lambda: run_pipeline(params, on_start=on_start, on_done=print_stage))
     clock.finish()
-    print_status(common.open_catalog(settings).status())
+    print_status(common.catalog_status(settings))
     where_to_look(settings, done, server_url, credentials)
 
 

@@ -14,7 +14,7 @@ from flows.cli import common
 
 def status(as_json: Annotated[bool, typer.Option("--json", help="one JSON object (DESIGN §9)")] = False) -> None:
     """What every stage holds: in = out + quarantined, per organ counts, releases."""
-    report = common.open_catalog(common.settings()).status()
+    report = common.catalog_status(common.settings())
     if as_json:
         typer.echo(json.dumps(report))
     else:

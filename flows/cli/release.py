@@ -46,7 +46,7 @@ def publish(
         raise typer.Exit(common.EXIT_ERROR) from None
     state = "tagged" if summary.created else "unchanged, no new tag"
     common.console.print(
-        f"{name}@{summary.version} ({state}): {summary.rows} rows, not published {dict(summary.skipped)}"
+        f"{name}@{summary.version} ({state}): {summary.rows} rows, not published {dict(summary.quarantined)}"
     )
     common.console.print(f"release folder: {release_folder(settings, name)}")
     common.console.print(f"load it:        lookcloser dataset path {name} --version {summary.version}")

@@ -22,7 +22,7 @@ from PIL import Image
 from pydantic import BaseModel, Field, ValidationError
 from tqdm import tqdm
 
-from flows.catalog import Catalog, Outcome
+from flows.catalog import Catalog, StageCounter
 from flows.ingest.decode import DecodeError, check_degenerate, decode_image_file, to_declared_mode
 from flows.ingest.identity import image_id, patient_key, phash
 from flows.ingest.image_store import ImageStore
@@ -54,26 +54,13 @@ class IngestOptions(BaseModel):
     )
 
 
-@dataclass
-class IngestSummary:
-    seen: int = 0
-    out: int = 0
-    skipped: int = 0  # settled by an earlier run
-    quarantined: dict[str, int] = field(default_factory=dict)
+@dataclass(kw_only=True)
+class IngestSummary(StageCounter):
+    """Source items: out = new images, skipped = settled by an earlier run; new images per organ and split."""
+
+    stage: str = "ingest"
     per_organ: dict[str, int] = field(default_factory=dict)
     per_split: dict[str, int] = field(default_factory=dict)
-
-    def add(self, other: IngestSummary) -> None:
-        self.seen += other.seen
-        self.out += other.out
-        self.skipped += other.skipped
-        for mine, theirs in (
-            (self.quarantined, other.quarantined),
-            (self.per_organ, other.per_organ),
-            (self.per_split, other.per_split),
-        ):
-            for key, n in theirs.items():
-                mine[key] = mine.get(key, 0) + n
 
 
 @dataclass
@@ -317,8 +304,7 @@ def register_items(
         batch: list[SourceItem] = []
         for item in items:
             if f"{item.source}:{ref_id(salt, item.source, item.source_ref)}" in settled:
-                summary.seen += 1
-                summary.skipped += 1
+                summary.count_skipped()
                 bar.update(1)
                 continue
             batch.append(item)
@@ -339,31 +325,28 @@ def register_items(
         summary.skipped,
         summary.quarantined,
     )
-    return summary
+    return summary.check()
 
 
 def _flush(catalog: Catalog, batch: list[Outcomes]) -> IngestSummary:
-    summary = IngestSummary(seen=len(batch))
-    ledger: list[tuple[str, Outcome, str | None, str | None]] = []
+    summary = IngestSummary()
     sources: list[tuple[str, str, str]] = []
     for outcome in batch:
         source, ref = outcome.item_key.split(":", 1)
         if outcome.image is not None:
-            summary.out += 1
+            summary.count_out(outcome.item_key, record_key=outcome.image.image_id)
             summary.per_organ[outcome.image.organ] = summary.per_organ.get(outcome.image.organ, 0) + 1
             summary.per_split[outcome.image.split] = summary.per_split.get(outcome.image.split, 0) + 1
-            ledger.append((outcome.item_key, Outcome.out, None, outcome.image.image_id))
             sources.append((source, ref, outcome.image.image_id))
         else:
             assert outcome.reason is not None
-            summary.quarantined[outcome.reason] = summary.quarantined.get(outcome.reason, 0) + 1
-            ledger.append((outcome.item_key, Outcome.quarantined, outcome.reason, outcome.duplicate_of))
+            summary.count_quarantined(outcome.reason, outcome.item_key, record_key=outcome.duplicate_of)
             if outcome.duplicate_of:  # one image, several refs
                 sources.append((source, ref, outcome.duplicate_of))
     catalog.save_ingested(
         [o.image for o in batch if o.image is not None],
         [a for o in batch for a in o.annotations],
-        ledger,
+        summary.take_ledger(),
         sources=sources,
         readings=[r for o in batch for r in o.readings],
     )

@@ -25,6 +25,7 @@ from datasets.info import DatasetInfosDict
 from datasets.utils.metadata import MetadataConfigs
 from huggingface_hub import DatasetCardData
 
+from flows.catalog.ledger import StageCounter
 from flows.release.rows import FrameSettings
 from flows.release.shards import FEATURES
 from flows.release.validation import ValidationReport
@@ -36,16 +37,20 @@ ASSETS = "assets"  # plots inside the release folder, linked from the card
 NOT_DECLARED = "not declared"
 
 
-@dataclass
-class CardFacts:
-    """What the card states about the rows (collected while they stream)."""
+@dataclass(kw_only=True)
+class CardFacts(StageCounter):
+    """What the card states about the rows (collected while they stream): every consensus record is a row
+    (out) or not published for a reason (quarantined); and the rows per organ and split, label, generator, source."""
 
-    rows: int = 0
+    stage: str = "publish"
     counts: dict[tuple[str, str], int] = field(default_factory=dict)  # organ, split
     labels: Counter[tuple[str, str, str, int]] = field(default_factory=Counter)  # organ, attribute, label, c
     generators: Counter[str] = field(default_factory=Counter)
     sources: Counter[str] = field(default_factory=Counter)
-    skipped: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def rows(self) -> int:
+        return self.out
 
 
 @dataclass(frozen=True)
@@ -55,6 +60,7 @@ class CardContext:
     name: str
     frames: FrameSettings
     agreement_markdown: str = ""
+    agreement_origin: str = ""  # one sentence: the consensus stage's saved report, or measured at release time
     plots: dict[str, tuple[str, ...]] = field(default_factory=dict)  # organ → paths relative to the release folder
     acceptance: dict[str, dict[str, Any]] = field(default_factory=dict)
     provenance: dict[str, dict[str, str | None]] = field(default_factory=dict)
@@ -90,7 +96,7 @@ def front_matter(name: str, facts: CardFacts, provenance: dict[str, dict[str, st
         pretty_name=name,
         license=hub_licence(facts, provenance),
         task_categories=["visual-question-answering"],
-        tags=["medical", "ultrasound", "breast", "liver", "thyroid", "tool-use", "uncertainty"],
+        tags=["medical", "ultrasound", *organs, "tool-use", "uncertainty"],
         size_categories=[size_category(facts.rows)],
     )
     DatasetInfosDict({"all": DatasetInfo(config_name="all", features=FEATURES)}).to_dataset_card_data(card)
@@ -134,7 +140,7 @@ def _loading(name: str, hub_repo_id: str | None) -> list[str]:
         "",
         f'command = ["lookcloser", "dataset", "path", "{name}", "--version", "v1.0.0"]',
         "path = subprocess.check_output(command, text=True)",
-        'rows = load_dataset(path.strip(), "all")  # or one organ: "breast", "liver", "thyroid"',
+        'rows = load_dataset(path.strip(), "all")  # or one organ, e.g. "breast"',
         "```",
     ]
     if hub_repo_id:
@@ -185,8 +191,8 @@ def _counts(facts: CardFacts, context: CardContext) -> list[str]:
             f"{facts.labels[(organ, attribute, label, 0)]} |"
         )
     lines += ["", "</details>"]
-    if facts.skipped:
-        skipped = ", ".join(f"{reason} {n}" for reason, n in sorted(facts.skipped.items()))
+    if facts.quarantined:
+        skipped = ", ".join(f"{reason} {n}" for reason, n in sorted(facts.quarantined.items()))
         lines += ["", f"Consensus records not published, by reason: {skipped}."]
     return [*lines, ""]
 
@@ -195,6 +201,8 @@ def _agreement(context: CardContext) -> list[str]:
     lines = ["## Reader agreement", ""]
     if not context.agreement_markdown:
         return [*lines, "No dual reading in this release (labels from the sources' metadata).", ""]
+    if context.agreement_origin:
+        lines += [context.agreement_origin, ""]
     lines += [*_demote(context.agreement_markdown), ""]
     for organ, plots in sorted(context.plots.items()):
         if len(plots) > 1:  # the first is the label plot, shown with the counts

@@ -24,6 +24,7 @@ from typing import Any, Literal
 
 import pyarrow.parquet as pq
 
+from flows.catalog.ledger import StageCounter
 from schemas.dataset import shard_paths
 
 FORMATS = ("llamafactory", "swift")
@@ -32,8 +33,11 @@ IMAGE_PLACEHOLDER = "<image>"
 BATCH_ROWS = 64
 
 
-@dataclass
-class ExportSummary:
+@dataclass(kw_only=True)
+class ExportSummary(StageCounter):
+    """Every release row is out, in a split's file; the image files and the files written."""
+
+    stage: str = "export"
     folder: Path
     rows: dict[str, int] = field(default_factory=dict)  # split → rows
     images: int = 0
@@ -99,6 +103,7 @@ def export_release(release: Path, out: Path, fmt: Format, *, name: str, config: 
             listed = [str(p.relative_to(out)) for p in paths] if fmt == "llamafactory" else [str(p) for p in paths]
             handles[split].write(json.dumps({"messages": messages, "images": listed}, ensure_ascii=False) + "\n")
             summary.rows[split] = summary.rows.get(split, 0) + 1
+            summary.count_out()  # no ledger row: an export is files, and memory must not grow with the release
     finally:
         for handle in handles.values():
             handle.close()
@@ -110,7 +115,7 @@ def export_release(release: Path, out: Path, fmt: Format, *, name: str, config: 
         info.write_text(json.dumps(llamafactory_dataset_info(name, sorted(summary.rows)), indent=2) + "\n")
         summary.files.append(info)
     summary.files.append(_write_readme(out, fmt, name, summary))
-    return summary
+    return summary.check()
 
 
 def llamafactory_dataset_info(name: str, splits: list[str]) -> dict[str, Any]:

@@ -30,13 +30,12 @@ from flows.reports.review import acceptance
 from schemas.records import Sample
 
 
-@dataclass
+@dataclass(kw_only=True)
 class ReleaseSummary(CardFacts):
     version: str = ""
     created: bool = False
     validation: ValidationReport | None = None
     hub: list[HubPush] = field(default_factory=list)  # versions pushed to the Hub by this run
-    outcomes: list[tuple[str, str | None]] = field(default_factory=list)  # record id, reason it is not a row
 
 
 class ReleaseBlockedError(Exception):
@@ -49,13 +48,12 @@ class ReleaseBlockedError(Exception):
 
 def _samples(outcomes: Iterator[RowOutcome], summary: ReleaseSummary, facts: list[dict]) -> Iterator[Sample]:
     for outcome in outcomes:
-        summary.outcomes.append((outcome.record_id, outcome.reason))
         if outcome.sample is None:
-            summary.skipped[outcome.reason or "unknown"] += 1
+            summary.count_quarantined(outcome.reason or "unknown", outcome.record_id)
             continue
         sample = outcome.sample
         facts.append(row_facts(sample, outcome.image))
-        summary.rows += 1
+        summary.count_out(outcome.record_id)
         summary.labels[(sample.organ, sample.attribute, sample.label, sample.confidence)] += 1
         summary.generators[sample.generator] += 1
         summary.sources[sample.source] += 1
@@ -71,18 +69,19 @@ def card_context(
     name: str,
     provenance: dict[str, dict[str, str | None]] | None = None,
     hub_repo_id: str | None = None,
+    agreement_report: Path | None = None,
 ) -> CardContext:
-    """Plots into `folder/assets` (labels per organ; reader agreement from the catalog) and expert acceptance."""
+    """Plots into `folder/assets` (labels per organ; reader agreement from the consensus stage's report saved in
+    `agreement_report`) and expert acceptance."""
     from annotation.agreement import plot_label_distribution, statistics_markdown  # matplotlib: only releases pay
-    from annotation.consensus import MIN_BOX_IOU
-    from flows.reports.agreement import organ_plots
+    from flows.reports.agreement import card_agreement
 
     assets = folder / ASSETS
     shutil.rmtree(assets, ignore_errors=True)
     assets.mkdir(parents=True)
     organs = sorted({organ for organ, _ in summary.counts})
+    everything, agreement, agreement_origin = card_agreement(catalog, organs, assets, agreement_report)
     plots: dict[str, list[Path]] = {}
-    everything = []
     for organ in organs:
         counts = {
             (attribute, label): (
@@ -92,14 +91,13 @@ def card_context(
             for (o, attribute, label, _) in summary.labels
             if o == organ
         }
-        stats, agreement = organ_plots(catalog, organ, assets, min_box_iou=MIN_BOX_IOU)
-        everything += stats
-        plots[organ] = [plot_label_distribution(organ, counts, assets / f"labels-{organ}.png"), *agreement]
+        plots[organ] = [plot_label_distribution(organ, counts, assets / f"labels-{organ}.png"), *agreement[organ]]
     table = {stratum: e for stratum, e in acceptance(catalog).items() if stratum.split("/")[0] in organs}
     return CardContext(
         name=name,
         frames=frames,
         agreement_markdown=statistics_markdown(everything) if everything else "",
+        agreement_origin=agreement_origin,
         plots={organ: tuple(str(p.relative_to(folder)) for p in paths) for organ, paths in plots.items()},
         acceptance=table,
         provenance=provenance if provenance is not None else load_provenance(),
@@ -120,10 +118,12 @@ def publish_release(
     bounds: DistributionBounds | None = None,
     provenance: dict[str, dict[str, str | None]] | None = None,
     hub_repo_id: str | None = None,
+    agreement_report: Path | None = None,
 ) -> ReleaseSummary:
     """Write the catalog's rows into `folder`, validate them, and tag them; an unchanged release keeps its tag.
 
-    A failing validation restores the folder to the latest release and raises ReleaseBlockedError.
+    A failing validation restores the folder to the latest release and raises ReleaseBlockedError. The card's
+    reader agreement is the consensus stage's report saved in `agreement_report` (measured now when there is none).
     """
     summary, facts = ReleaseSummary(), []
     ensure_repository(folder)
@@ -140,7 +140,16 @@ def publish_release(
     if not report.success:
         discard_uncommitted(folder)
         raise ReleaseBlockedError(report)
-    context = card_context(catalog, folder, summary, frames, name=name, provenance=provenance, hub_repo_id=hub_repo_id)
+    context = card_context(
+        catalog,
+        folder,
+        summary,
+        frames,
+        name=name,
+        provenance=provenance,
+        hub_repo_id=hub_repo_id,
+        agreement_report=agreement_report,
+    )
     (folder / "README.md").write_text(card_text(summary, context, report))
     summary.version, summary.created = commit_release(folder, version, f"{name}: {summary.rows} rows")
-    return summary
+    return summary.check()

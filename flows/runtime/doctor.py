@@ -36,13 +36,12 @@ def _http_ok(url: str, token: str | None = None) -> tuple[bool, str]:
 def check_catalog(settings: Settings) -> Check:
     from sqlalchemy.exc import SQLAlchemyError
 
-    from flows.catalog import Catalog
+    from flows.catalog import open_catalog
 
     url = settings.resolved_catalog_url
     try:
-        catalog = Catalog(url, migrate=False)
-        revision, head = catalog.revision(), catalog.head_revision()
-        catalog.close()
+        with open_catalog(settings, migrate=False) as catalog:
+            revision, head = catalog.revision(), catalog.head_revision()
     except SQLAlchemyError as err:
         return Check("catalog", "fail", f"{masked_url(url)}: {type(err).__name__} ({ENV_PREFIX}CATALOG_URL)")
     if revision == head:

@@ -19,7 +19,7 @@ from annotation.client import LabelStudioClient
 from annotation.label_config import label_config, result_from_reading
 from annotation.projects import READER_ROLES, ReaderAssignment, image_task, project_title
 from annotation.readers import ReaderNoise, simulate_reading
-from flows.catalog import Catalog, Outcome, open_catalog
+from flows.catalog import Catalog, StageCounter, open_catalog
 from flows.ingest.sources.registry import preannotation_origins
 from flows.runtime.settings import Settings, load_settings
 from flows.stages.params import AnnotateParams
@@ -29,11 +29,17 @@ from schemas.vocabulary import registered_organs
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class AnnotateSummary:
+@dataclass(kw_only=True)
+class AnnotateSummary(StageCounter):
+    """Every ingested image of the organ is out (in its reader projects); `imported`: tasks new this run."""
+
+    stage: str = "annotate"
     organ: str
-    images: int
-    imported: int
+    imported: int = 0
+
+    @property
+    def images(self) -> int:
+        return self.out
 
 
 def _organs(organ: str | None) -> tuple[str, ...]:
@@ -74,9 +80,12 @@ def push_organ(
         present = client.task_ids_by_image(project_id)
         missing = [task for image_id, task in tasks.items() if image_id not in present]
         imported += client.import_tasks(project_id, missing)
-    catalog.record_stage_items("annotate", [(image_id, Outcome.out, None, image_id) for image_id in tasks])
-    log.info("annotate %s: %d images, %d tasks imported", organ, len(tasks), imported)
-    return AnnotateSummary(organ=organ, images=len(tasks), imported=imported)
+    summary = AnnotateSummary(organ=organ, imported=imported)
+    for image_id in tasks:
+        summary.count_out(image_id, record_key=image_id)
+    summary.record(catalog)
+    log.info("annotate %s: %d images, %d tasks imported", organ, summary.images, imported)
+    return summary.check()
 
 
 @task

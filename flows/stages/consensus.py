@@ -11,13 +11,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 
 from annotation.consensus import ConsensusPolicy, derive_consensus
-from flows.catalog import Catalog, open_catalog
+from flows.catalog import Catalog, StageCounter, open_catalog
 from flows.runtime.retries import CATALOG_RETRIES
 from flows.runtime.settings import load_settings
 from flows.stages.params import ConsensusParams
@@ -28,14 +28,22 @@ log = logging.getLogger(__name__)
 CONSENSUS_BATCH = 500  # decisions per catalog transaction
 
 
-@dataclass
-class ConsensusSummary:
+@dataclass(kw_only=True)
+class ConsensusSummary(StageCounter):
+    """Image × attribute decisions: out = a record (c1 + c0), skipped = inputs unchanged since the last run."""
+
+    stage: str = "consensus"
     organ: str
-    decided: int = 0
-    unchanged: int = 0
     c1: int = 0
     c0: int = 0
-    quarantined: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def decided(self) -> int:
+        return self.out + self.quarantined_total
+
+    @property
+    def unchanged(self) -> int:
+        return self.skipped
 
 
 def inputs_hash(readings: list[ReaderAnnotation], sources: list[SourceAnnotation], policy: ConsensusPolicy) -> str:
@@ -68,23 +76,26 @@ def decide_organ(catalog: Catalog, organ: str, policy: ConsensusPolicy) -> Conse
             continue  # not read yet: nothing to decide
         digest = inputs_hash(readings, sources, policy)
         if all(settled.get(f"{image.image_id}:{a}") == digest for a in attributes):
-            summary.unchanged += len(attributes)
+            summary.count_skipped(len(attributes))
             continue
         for outcome in derive_consensus(image.image_id, organ, (image.width, image.height), readings, sources, policy):
             decisions.append(
                 (outcome.image_id, outcome.attribute, outcome.record, outcome.rule, outcome.reason, digest)
             )
-            summary.decided += 1
-            if outcome.record is not None:
-                setattr(summary, f"c{outcome.record.confidence}", getattr(summary, f"c{outcome.record.confidence}") + 1)
+            if outcome.record is None:
+                summary.count_quarantined(outcome.reason)
+            elif outcome.record.confidence == 1:
+                summary.count_out()
+                summary.c1 += 1
             else:
-                summary.quarantined[outcome.reason] = summary.quarantined.get(outcome.reason, 0) + 1
+                summary.count_out()
+                summary.c0 += 1
         if len(decisions) >= CONSENSUS_BATCH:  # a failed run keeps what it decided (resumes from here)
             catalog.save_consensus(decisions)
             decisions = []
     catalog.save_consensus(decisions)
     log.info("consensus %s: %s", organ, summary)
-    return summary
+    return summary.check()
 
 
 @task(**CATALOG_RETRIES)  # a database outage mid-run: run again once it is back, from the last batch
@@ -96,11 +107,11 @@ def decide_organ_task(organ: str, params: ConsensusParams) -> ConsensusSummary:
 @task
 def report_statistics(organs: list[str], params: ConsensusParams) -> str:
     """Agreement statistics per organ and attribute: a markdown artifact and PNG plots in the workspace."""
-    from flows.reports.agreement import write_agreement_report  # matplotlib: only this task pays for it
+    from flows.reports.agreement import agreement_folder, write_agreement_report  # matplotlib: only this task pays
 
     settings = load_settings()
     with open_catalog(settings) as catalog:
-        markdown = write_agreement_report(catalog, organs, settings.workspace / "reports" / "agreement", params.policy)
+        markdown = write_agreement_report(catalog, organs, agreement_folder(settings.workspace), params.policy)
     create_markdown_artifact(key="reader-agreement", markdown=markdown, description="reader agreement per attribute")
     return markdown
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 
-from flows.catalog import Outcome, open_catalog
+from flows.catalog import open_catalog
 from flows.ingest.image_store import ImageStore
 from flows.release.card import load_provenance
 from flows.release.folders import docs_folder, release_folder, worktrees_folder
@@ -79,10 +79,8 @@ def run_publish(params: PublishParams, settings: Settings, hub: HubApi | None = 
             provenance=load_provenance(settings.workspace / "provenance.yaml"),
             hub_repo_id=settings.hub_repo_id,
         )
-        ledger = [
-            (key, Outcome.out if reason is None else Outcome.quarantined, reason, f"{params.name}@{summary.version}")
-            for key, reason in summary.outcomes
-        ]
+        release = f"{params.name}@{summary.version}"  # every record's ledger row names the release
+        ledger = [(key, outcome, reason, release) for key, outcome, reason, _ in summary.take_ledger()]
         catalog.save_release(
             name=params.name,
             version=summary.version,
@@ -100,7 +98,7 @@ def release_markdown(name: str, summary: ReleaseSummary, docs: Path) -> str:
     lines = [
         f"# {name}@{summary.version} ({state})",
         "",
-        f"{summary.rows} rows; not published: {dict(summary.skipped) or 'none'}",
+        f"{summary.rows} rows; not published: {dict(summary.quarantined) or 'none'}",
         "",
         "| organ | split | rows |",
         "|---|---|---|",

@@ -10,7 +10,7 @@ adjudication project with both readings shown as predictions.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from prefect import flow, task
 
@@ -20,7 +20,7 @@ from annotation.consensus import readers_disagree
 from annotation.label_config import label_config, result_from_reading
 from annotation.projects import READER_ROLES, ReaderAssignment, image_task, project_title
 from annotation.readings import readings_from_export
-from flows.catalog import Catalog, Outcome, open_catalog
+from flows.catalog import Catalog, StageCounter, open_catalog
 from flows.runtime.retries import SERVICE_RETRIES
 from flows.runtime.settings import load_settings
 from flows.stages.params import PullParams
@@ -30,14 +30,17 @@ from schemas.vocabulary import registered_organs
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class PullSummary:
+@dataclass(kw_only=True)
+class PullSummary(StageCounter):
+    """Exported annotations: out = pulled, skipped = unchanged since the last pull; and disputes routed."""
+
+    stage: str = "pull"
     organ: str
-    seen: int = 0
-    pulled: int = 0
-    skipped: int = 0
-    quarantined: dict[str, int] = field(default_factory=dict)
     disputed: int = 0
+
+    @property
+    def pulled(self) -> int:
+        return self.out
 
 
 def pull_reader_projects(
@@ -51,22 +54,17 @@ def pull_reader_projects(
         project_id = client.ensure_project(project_title(organ, role), label_config(organ))
         tasks = client.export_tasks(project_id)
         readings: list[ReaderAnnotation] = []
-        ledger: list[tuple[str, Outcome, str | None, str | None]] = []
         pseudonym = lambda uid: assignment.pseudonym(emails.get(uid, ""))  # noqa: E731
         for pulled in readings_from_export(project_id, organ, tasks, pseudonym, adjudication=role == "adjudication"):
-            summary.seen += 1
             if pulled.item_key in settled:
-                summary.skipped += 1
-                continue
-            if pulled.reason:
-                summary.quarantined[pulled.reason] = summary.quarantined.get(pulled.reason, 0) + 1
-                ledger.append((pulled.item_key, Outcome.quarantined, pulled.reason, None))
+                summary.count_skipped()
+            elif pulled.reason:
+                summary.count_quarantined(pulled.reason, pulled.item_key)
             else:
-                summary.pulled += 1
+                summary.count_out(pulled.item_key, record_key=pulled.readings[0].image_id)
                 readings.extend(pulled.readings)
-                ledger.append((pulled.item_key, Outcome.out, None, pulled.readings[0].image_id))
-        catalog.save_pulled(readings, ledger)
-    return summary
+        catalog.save_pulled(readings, summary.take_ledger())
+    return summary.check()
 
 
 def route_disputes(

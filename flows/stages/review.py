@@ -28,7 +28,7 @@ from annotation.rationale_review import (
     sample_for_review,
     verdict_from_result,
 )
-from flows.catalog import Catalog, open_catalog
+from flows.catalog import Catalog, StageCounter, open_catalog
 from flows.reports.review import acceptance, acceptance_markdown
 from flows.runtime.settings import Settings, load_settings
 from flows.stages.params import ReviewParams
@@ -37,12 +37,21 @@ from schemas.frames import model_size
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class ReviewSummary:
-    sampled: int = 0
-    pushed: int = 0
+@dataclass(kw_only=True)
+class ReviewSummary(StageCounter):
+    """Sampled rationales: out = pushed as new tasks, skipped = already in the project (or image gone)."""
+
+    stage: str = "review"
     verdicts: int = 0
     rejected_now: int = 0
+
+    @property
+    def sampled(self) -> int:
+        return self.seen
+
+    @property
+    def pushed(self) -> int:
+        return self.out
 
 
 def push_reviews(client: LabelStudioClient, catalog: Catalog, settings: Settings, share: float) -> tuple[int, int]:
@@ -126,12 +135,12 @@ def review_round_task(params: ReviewParams, simulate: bool) -> ReviewSummary:
     settings = load_settings()
     with open_catalog(settings) as catalog:
         client = admin_client(settings)
-        summary = ReviewSummary()
-        summary.sampled, summary.pushed = push_reviews(client, catalog, settings, params.share)
+        sampled, pushed = push_reviews(client, catalog, settings, params.share)
+        summary = ReviewSummary(seen=sampled, out=pushed, skipped=sampled - pushed)
         if simulate:
             simulate_reviewer(settings, catalog)
         summary.verdicts, summary.rejected_now = pull_reviews(client, catalog, settings)
-        return summary
+        return summary.check()
 
 
 @task

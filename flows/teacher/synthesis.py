@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from flows.catalog import Catalog, Outcome
+from flows.catalog import Catalog, Outcome, StageCounter
 from flows.teacher.backends import Backend, SamplingParams, TeacherCall
 from flows.teacher.catalog_writer import CatalogWriter
 from flows.teacher.checks import CheckContext, check_reply
@@ -45,12 +45,12 @@ class SynthesisConfig:
     max_pixels: int = DEFAULT_MAX_PIXELS
 
 
-@dataclass
-class SynthesisSummary:
-    records: int = 0
+@dataclass(kw_only=True)
+class SynthesisSummary(StageCounter):
+    """Consensus records in scope (seen): each ends produced (out) or quarantined; and the teacher's work."""
+
+    stage: str = "synthesize"
     requested: int = 0  # items that needed the teacher this run (the rest were settled before)
-    produced: int = 0
-    quarantined: Counter[str] = field(default_factory=Counter)
     calls: int = 0  # teacher calls made this run (cache misses)
     cached_calls: int = 0
     repaired: int = 0  # produced by the repair request
@@ -64,8 +64,19 @@ class SynthesisSummary:
     completion_tokens: int = 0
     images_per_request: dict[int, int] = field(default_factory=dict)
 
+    @property
+    def records(self) -> int:
+        return self.seen
+
+    @property
+    def produced(self) -> int:
+        return self.out
+
     def as_dict(self) -> dict[str, Any]:
-        return {k: dict(v) if isinstance(v, Counter) else v for k, v in self.__dict__.items()}
+        """The keys of `reports/synthesis/summary.json`, as before the stage counter."""
+        counts = super().as_dict()
+        del counts["stage"], counts["seen"], counts["out"], counts["skipped"]
+        return {"records": self.seen, "produced": self.out, **counts}
 
     def add_work(self, shard: SynthesisSummary) -> None:
         """Count a shard's teacher work into this run's (its outcomes are re-read by the final pass)."""
@@ -275,7 +286,7 @@ async def synthesize_records(
     makes the first pass: removing stale rationales and the diversity pass need every record, so the
     final, whole run does them.
     """
-    summary = SynthesisSummary(records=len(records))
+    summary = SynthesisSummary(seen=len(records))
     requests = [build_request(r, min_pixels=config.min_pixels, max_pixels=config.max_pixels) for r in records]
     existing = {r.record_id: r for r in catalog.rationales(organ)}
     stale = [] if shard else sorted(set(existing) - {r.item_key for r in requests})
@@ -297,7 +308,7 @@ async def synthesize_records(
         try:
             rationale = await engine.resolve(request)
         except (TeacherUnavailableError, TeacherRejectedError, ImagePreparationError) as err:
-            summary.quarantined[err.reason] += 1
+            summary.quarantined[err.reason] = summary.quarantined.get(err.reason, 0) + 1
             writer.settle(None, (request.item_key, Outcome.quarantined, err.reason, None))
             current.pop(request.item_key, None)
             on_progress(err.reason, in_flight - 1)
@@ -318,9 +329,11 @@ async def synthesize_records(
     finally:
         prefetch.cancel()
         writer.close()
-    summary.produced = sum(r.valid for r in current.values())
-    summary.quarantined.update(r.validation_errors[0] for r in current.values() if not r.valid)
-    return summary
+    summary.out = sum(r.valid for r in current.values())
+    for reason in (r.validation_errors[0] for r in current.values() if not r.valid):
+        summary.quarantined[reason] = summary.quarantined.get(reason, 0) + 1
+    # a shard's pass also sees rationales of the other shards' records: only the whole run adds up
+    return summary if shard else summary.check()
 
 
 async def _diversify(
