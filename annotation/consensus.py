@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from itertools import combinations
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
 from pydantic import BaseModel, Field
@@ -29,8 +29,13 @@ Box = list[float]
 
 
 # Two readers' boxes that overlap less than this disagree: the pull routes the image to adjudication and
-# consensus flags the record. The one owner of the number (the pull stage, the policy and the card use it).
+# consensus flags the record. The one owner of the number, its bounds and its meaning: the policy's field is
+# this type with this default, the pull stage's parameter takes them from here, the card states the saved policy.
 MIN_BOX_IOU = 0.5
+BoxIouThreshold = Annotated[
+    float,
+    Field(ge=0.0, le=1.0, description="reader boxes overlapping less than this disagree: adjudication and review"),
+]
 
 
 class ConsensusPolicy(BaseModel):
@@ -41,7 +46,7 @@ class ConsensusPolicy(BaseModel):
     )
     primary_reader: str | None = Field(default=None, description="pseudonym; default: the first in sorted order")
     agreement_threshold: float = Field(default=1.0, gt=0.0, le=1.0, description="c = 1 iff agreement >= this")
-    min_box_iou: float = Field(default=MIN_BOX_IOU, ge=0.0, le=1.0, description="reader boxes below this need review")
+    min_box_iou: BoxIouThreshold = MIN_BOX_IOU
     box_fusion: Literal["mean", "union", "intersection"] = "mean"
     metadata_precedence: Literal["readers", "metadata"] = Field(
         default="readers", description="which c wins when an image has both readers and metadata confidence"

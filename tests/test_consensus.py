@@ -2,7 +2,7 @@
 
 import pytest
 
-from annotation.consensus import ConsensusPolicy, derive_consensus, fuse_boxes, match_lesions
+from annotation.consensus import MIN_BOX_IOU, ConsensusPolicy, derive_consensus, fuse_boxes, match_lesions
 from schemas.frames import iou
 from schemas.records import ReaderAnnotation, SourceAnnotation
 
@@ -175,3 +175,12 @@ def test_a_dispute_on_a_second_lesion_makes_the_adjudication_legitimate():
     ]
     out = _run(readings)["shape"]
     assert out.reason is None and out.record.confidence == 1  # the main lesion agrees
+
+
+def test_min_box_iou_has_one_owner():
+    """The pull stage routes disputes with the number consensus decides with (one default, one set of bounds)."""
+    from flows.stages.params import PullParams
+
+    policy, pull = ConsensusPolicy.model_fields["min_box_iou"], PullParams.model_fields["min_box_iou"]
+    assert pull.default == policy.default == MIN_BOX_IOU
+    assert pull.metadata == policy.metadata
