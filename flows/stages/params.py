@@ -12,7 +12,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, Field, model_validator
 
-from annotation.consensus import MIN_BOX_IOU, ConsensusPolicy
+from annotation.consensus import MIN_BOX_IOU, BoxIouThreshold, ConsensusPolicy
 from flows.ingest.core import IngestOptions
 from flows.ingest.sources.registry import KINDS, source_adapter
 from flows.runtime.recipes import STAGES, recipe_files
@@ -63,9 +63,7 @@ class PullParams(BaseModel):
     """Parameters of one pull run (the form in the Prefect UI)."""
 
     organ: Organ | None = Field(default=None, description="only this organ (default: all)")
-    min_box_iou: float = Field(
-        default=MIN_BOX_IOU, ge=0.0, le=1.0, description="reader boxes below this overlap disagree"
-    )
+    min_box_iou: BoxIouThreshold = MIN_BOX_IOU
 
 
 class ConsensusParams(BaseModel):

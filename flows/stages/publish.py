@@ -21,6 +21,7 @@ from flows.release.publish import ReleaseSummary, publish_release
 from flows.release.repository import commit_of, version_path, versions
 from flows.release.rows import FrameSettings
 from flows.release.validation import DistributionBounds
+from flows.reports.agreement import agreement_folder
 from flows.runtime.settings import Settings, SettingsError, load_settings
 from flows.stages.params import PublishParams
 
@@ -75,6 +76,7 @@ def run_publish(params: PublishParams, settings: Settings, hub: HubApi | None = 
             version=params.version,
             max_shard_bytes=params.max_shard_mb << 20,
             docs_dir=docs_folder(settings, params.name),
+            agreement_report=agreement_folder(settings.workspace),
             bounds=distribution_bounds(settings),
             provenance=load_provenance(settings.workspace / "provenance.yaml"),
             hub_repo_id=settings.hub_repo_id,
