@@ -68,6 +68,24 @@ def _check_attributes(organ: str, attributes: dict[str, str]) -> dict[str, str]:
     return {name: vocabulary.normalize(name, value) for name, value in attributes.items()}
 
 
+class Deidentification(Record):
+    """What ingest did to an image's pixels to remove what could identify a patient (DESIGN §8)."""
+
+    scan_area: Literal["source_region", "detected"] = Field(
+        description="cut to the source's ultrasound region, or to the scan area found from the pixels"
+    )
+    text_policy: Literal["mask", "quarantine", "crop_only"] = Field(description="the site's burned-in text policy")
+    text_lines_masked: int = Field(default=0, ge=0, description="burned-in text lines found and inpainted")
+    text_kinds: list[str] = Field(
+        default_factory=list, description="what the masked lines were: date, time, id, name, institution, ..."
+    )
+    measurement_marks: bool = Field(
+        default=False, description="calipers or a measurement readout were seen (a known shortcut for models)"
+    )
+    caliper_marks: int = Field(default=0, ge=0, description="'+' caliper marks left in the image (not identifying)")
+    ocr_engine: str | None = Field(default=None, description="the text detector used (None: no OCR, crop only)")
+
+
 class ImageRecord(Record):
     """One ingested image: content-addressed, de-identified, assigned to a split."""
 
@@ -86,6 +104,9 @@ class ImageRecord(Record):
     dup_group: str | None = Field(default=None, description="image id that founded its near-duplicate group")
     source_metadata: dict[str, Any] = Field(
         default_factory=dict, description="allow-listed, non-identifying source facts (pixel spacing, class, ...)"
+    )
+    deidentification: Deidentification | None = Field(
+        default=None, description="what de-identification did to the pixels (None: ingested before it was recorded)"
     )
     created_at: datetime = Field(default_factory=_now)
 

@@ -37,6 +37,7 @@ class ImageRow(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     dup_group: Mapped[str | None] = mapped_column(String(ID_LENGTH), index=True)
     source_metadata: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    deidentification: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
 
 class ImageSourceRow(Base):

@@ -1,7 +1,7 @@
 """Ingest logic: source items → de-identified, content-addressed images in the catalog.
 
-Each item is decoded defensively, cut to its ultrasound region (burned-in text lives outside it),
-checked by small functions that return a snake_case reason, identified by its pixels, grouped with
+Each item is decoded defensively, de-identified (`flows.ingest.deid`: cut to its scan area, burned-in
+text found by OCR and masked, what cannot be verified quarantined), checked by small functions that return a snake_case reason, identified by its pixels, grouped with
 its near-duplicates and given a patient-level split. An item that fails is quarantined with its
 reason in the ingest ledger, so `in = out + quarantined` always holds. Nothing the adapter called
 the item (file names, folder names, patient ids) is stored: refs and patient ids become salted
@@ -23,6 +23,7 @@ from pydantic import BaseModel, Field, ValidationError
 from tqdm import tqdm
 
 from flows.catalog import Catalog, StageCounter
+from flows.ingest.deid.redact import BurnedInTextPolicy, deidentify_pixels
 from flows.ingest.decode import DecodeError, check_degenerate, decode_image_file, to_declared_mode
 from flows.ingest.identity import image_id, patient_key, phash
 from flows.ingest.image_store import ImageStore
@@ -51,6 +52,11 @@ class IngestOptions(BaseModel):
     )
     near_duplicate_distance: int = Field(
         default=6, ge=0, le=32, description="pHash Hamming distance at or below which images form one group"
+    )
+    burned_in_text: BurnedInTextPolicy = Field(
+        default=BurnedInTextPolicy.mask,
+        description="burned-in text in the scan area: mask it (default), quarantine the image (stricter), "
+        "or crop only, no OCR (looser)",
     )
 
 
@@ -120,12 +126,20 @@ def load_pixels(item: SourceItem) -> Image.Image | str:
         return err.reason
 
 
-def deidentify(item: SourceItem, image: Image.Image) -> tuple[Image.Image, tuple[int, int]]:
-    """Cut the image to its ultrasound region; return it and the offset of the cut."""
-    if item.us_region is None:
-        return image, (0, 0)
-    x1, y1, x2, y2 = item.us_region
-    return image.crop((x1, y1, x2, y2)), (x1, y1)
+def _source_boxes(item: SourceItem) -> list[tuple[float, float, float, float]]:
+    """The well-formed boxes the source gave (lesions): the scan-area cut must keep them."""
+    boxes = []
+    for entry in (*item.annotations, *item.readings):
+        box = entry.get("box")
+        if isinstance(box, list | tuple) and len(box) == 4 and all(isinstance(v, int | float) for v in box):
+            boxes.append((float(box[0]), float(box[1]), float(box[2]), float(box[3])))
+    return boxes
+
+
+def reader_pseudonym(salt: bytes, source: str, reader: str) -> str:
+    """A source's reader name (often an e-mail or a full name) → a stable, salted pseudonym."""
+    digest = hmac.new(salt, f"reader:{source}:{reader}".encode("utf-8", "surrogateescape"), hashlib.sha256)
+    return f"{source}-reader-{digest.hexdigest()[:10]}"
 
 
 def _shift_box(box: Any, offset: tuple[int, int]) -> Any:
@@ -137,7 +151,7 @@ def _shift_box(box: Any, offset: tuple[int, int]) -> Any:
 
 
 def _lesion_records(
-    item: SourceItem, content_id: str, size: tuple[int, int], offset: tuple[int, int]
+    item: SourceItem, content_id: str, size: tuple[int, int], offset: tuple[int, int], salt: bytes
 ) -> tuple[list[SourceAnnotation], list[ReaderAnnotation]]:
     width, height = size
     annotations = [
@@ -158,7 +172,7 @@ def _lesion_records(
         ReaderAnnotation(
             image_id=content_id,
             organ=item.organ,
-            reader=r["reader"],
+            reader=reader_pseudonym(salt, item.source, str(r["reader"])),
             lesion_index=r.get("lesion_index", 0),
             box=_shift_box(r.get("box"), offset),
             attributes=r.get("attributes", {}),
@@ -192,7 +206,9 @@ class PreparedItem:
     readings: list[ReaderAnnotation] = field(default_factory=list)
 
 
-def prepare_item(item: SourceItem, salt: bytes, store: ImageStore) -> PreparedItem:
+def prepare_item(
+    item: SourceItem, salt: bytes, store: ImageStore, policy: BurnedInTextPolicy = BurnedInTextPolicy.mask
+) -> PreparedItem:
     """Decode, check, de-identify, identify and store one item; pure per item (runs on any worker)."""
     prepared = PreparedItem(item_key=f"{item.source}:{ref_id(salt, item.source, item.source_ref)}")
     for check in ITEM_CHECKS:
@@ -203,14 +219,21 @@ def prepare_item(item: SourceItem, salt: bytes, store: ImageStore) -> PreparedIt
     if isinstance(raw, str) or (raw_reason := check_us_region(item, raw)):
         prepared.reason = raw if isinstance(raw, str) else raw_reason
         return prepared
-    image, offset = deidentify(item, raw)
+    if reason := check_degenerate(raw) or check_aspect(raw):  # before the costly part, with the frame's own reason
+        prepared.reason = reason
+        return prepared
+    redacted = deidentify_pixels(raw, us_region=item.us_region, keep_boxes=_source_boxes(item), policy=policy)
     del raw  # the frame with burned-in text is not kept a moment longer than needed
+    if redacted.image is None:
+        prepared.reason = redacted.reason
+        return prepared
+    image, offset = redacted.image, redacted.offset
     if reason := check_degenerate(image) or check_aspect(image):
         prepared.reason = reason
         return prepared
     content_id = image_id(image)
     try:
-        prepared.annotations, prepared.readings = _lesion_records(item, content_id, image.size, offset)
+        prepared.annotations, prepared.readings = _lesion_records(item, content_id, image.size, offset, salt)
     except ValidationError as err:
         prepared.annotation_reason = _annotation_reason(err)
     prepared.image = ImageRecord(
@@ -224,14 +247,17 @@ def prepare_item(item: SourceItem, salt: bytes, store: ImageStore) -> PreparedIt
         phash=phash(image),
         split="train",  # provisional: Registrar.settle assigns it, in source order
         source_metadata=item.metadata,
+        deidentification=redacted.note,
         # an image whose annotations are unusable is never catalogued, so it is not stored either
         storage_key=store.key_for(content_id) if prepared.annotation_reason else store.put(content_id, image),
     )
     return prepared
 
 
-def prepare_batch(items: list[SourceItem], salt: bytes, store: ImageStore) -> list[PreparedItem]:
-    return [prepare_item(item, salt, store) for item in items]
+def prepare_batch(
+    items: list[SourceItem], salt: bytes, store: ImageStore, policy: BurnedInTextPolicy = BurnedInTextPolicy.mask
+) -> list[PreparedItem]:
+    return [prepare_item(item, salt, store, policy) for item in items]
 
 
 # Turns batches of items into batches of prepared items, in order (in this process, or on a cluster)
@@ -274,9 +300,9 @@ class Registrar:
         return outcome
 
 
-def local_preparer(salt: bytes, store: ImageStore) -> BatchPreparer:
+def local_preparer(salt: bytes, store: ImageStore, policy: BurnedInTextPolicy) -> BatchPreparer:
     """Prepare each batch in this process."""
-    return lambda batches: (prepare_batch(batch, salt, store) for batch in batches)
+    return lambda batches: (prepare_batch(batch, salt, store, policy) for batch in batches)
 
 
 def register_items(
@@ -314,7 +340,7 @@ def register_items(
         if batch:
             yield batch
 
-    for prepared in (preparer or local_preparer(salt, store))(new_batches()):
+    for prepared in (preparer or local_preparer(salt, store, options.burned_in_text))(new_batches()):
         summary.add(_flush(catalog, [registrar.settle(p) for p in prepared]))
         bar.update(len(prepared))
     bar.close()

@@ -27,6 +27,7 @@ from flows.ingest.core import (
     prepare_batch,
     register_items,
 )
+from flows.ingest.deid.redact import BurnedInTextPolicy
 from flows.ingest.image_store import ImageStore
 from flows.ingest.sources.base import SourceItem
 from flows.ingest.sources.registry import adapter_arguments, source_adapter
@@ -119,7 +120,7 @@ def settings_fingerprint(settings: Settings) -> str:
 
 
 @task(cache_policy=NO_CACHE, persist_result=False)
-def prepare_batch_task(items: list[SourceItem], fingerprint: str) -> list[PreparedItem]:
+def prepare_batch_task(items: list[SourceItem], fingerprint: str, policy: BurnedInTextPolicy) -> list[PreparedItem]:
     """The per-item work of one batch, on a worker; salt and store come from the worker's own settings."""
     settings = load_settings()
     if settings_fingerprint(settings) != fingerprint:
@@ -127,7 +128,7 @@ def prepare_batch_task(items: list[SourceItem], fingerprint: str) -> list[Prepar
             "a worker's LOOKCLOSER_PATIENT_KEY_SALT / LOOKCLOSER_IMAGE_STORE_URL (or workspace) differ from the "
             "flow's: start the workers with the same settings"
         )
-    return prepare_batch(items, settings.salt(), ImageStore(settings.resolved_image_store_url))
+    return prepare_batch(items, settings.salt(), ImageStore(settings.resolved_image_store_url), policy)
 
 
 def ingest_on_cluster(params: IngestParams, settings: Settings) -> IngestSummary:
@@ -136,7 +137,7 @@ def ingest_on_cluster(params: IngestParams, settings: Settings) -> IngestSummary
     window = 2 * settings.workers + 2  # enough to keep every worker busy; bounds the pixels in memory
 
     def preparer(batches: Iterable[list[SourceItem]]) -> Iterator[list[PreparedItem]]:
-        return in_order(lambda batch: prepare_batch_task.submit(batch, fingerprint), batches, window=window)
+        return in_order(lambda batch: prepare_batch_task.submit(batch, fingerprint, params.options.burned_in_text), batches, window=window)
 
     return register_source(params, settings, preparer)
 
