@@ -40,6 +40,7 @@ $(STAMP): pyproject.toml constraints.txt
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -c constraints.txt -e ".[dev]"
+	$(PIP) install -q -c constraints.txt --no-deps rapidocr-onnxruntime  # its other requirements are in pyproject.toml
 	rm -f $(VENV)/.installed-*
 	touch $@
 
