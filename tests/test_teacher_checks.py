@@ -85,6 +85,12 @@ def test_unparsable_replies(reply, reason):
         (GOOD_SEARCH + " It spans 80 px.", DEFINITIVE, {}, "contains_coordinates"),
         (GOOD_SEARCH, DEFINITIVE + " <answer>", {}, "contains_tags"),
         (GOOD_SEARCH + " <|im_end|>", DEFINITIVE, {}, "contains_tags"),
+        (GOOD_SEARCH + ' <img src=x onerror="alert(1)">', DEFINITIVE, {}, "contains_markup"),
+        (GOOD_SEARCH + " <!-- hidden -->", DEFINITIVE, {}, "contains_markup"),
+        (GOOD_SEARCH + " &lt;script&gt;", DEFINITIVE, {}, "contains_markup"),
+        (GOOD_SEARCH, DEFINITIVE + " See [the atlas](https://example.org).", {}, "contains_markup"),
+        (GOOD_SEARCH, DEFINITIVE + " ![x](javascript:alert)", {}, "contains_markup"),
+        (GOOD_SEARCH + " ```", DEFINITIVE, {}, "contains_markup"),
         (GOOD_SEARCH + " Scanned on 12/03/2024.", DEFINITIVE, {}, "contains_phi_like_text"),
         (GOOD_SEARCH + " Patient Mr. Smith, MRN 12345678.", DEFINITIVE, {}, "contains_phi_like_text"),
         (GOOD_SEARCH + " \x07", DEFINITIVE, {}, "control_characters"),
@@ -183,3 +189,8 @@ def test_messages_carry_both_images_question_label_tone_and_exemplars():
 def test_exemplar_sets_differ_between_seeds():
     sets = {tuple(e["diagnosis"] for e in BUNDLE.exemplars_for("definitive", seed)) for seed in range(8)}
     assert len(sets) > 1
+
+
+def test_prose_with_comparison_signs_is_not_markup():
+    """'<' and '>' in prose (a size comparison) are not a tag: only markup is refused."""
+    assert "contains_markup" not in problems(GOOD_SEARCH + " It is < 1 cm and > 5 mm wide.", DEFINITIVE)

@@ -65,6 +65,7 @@ class IngestSummary(StageCounter):
     """Source items: out = new images, skipped = settled by an earlier run; new images per organ and split."""
 
     stage: str = "ingest"
+    source_id: str | None = None  # the source registry's id of a real source (never its path)
     per_organ: dict[str, int] = field(default_factory=dict)
     per_split: dict[str, int] = field(default_factory=dict)
 

@@ -30,6 +30,7 @@ from flows.ingest.core import (
 from flows.ingest.deid.redact import BurnedInTextPolicy
 from flows.ingest.image_store import ImageStore
 from flows.ingest.sources.base import SourceItem
+from flows.ingest.source_registry import resolve_source
 from flows.ingest.sources.registry import adapter_arguments, source_adapter
 from flows.runtime.settings import Settings, load_settings
 from flows.runtime.task_runners import ConfiguredTaskRunner, in_order, is_distributed
@@ -43,13 +44,9 @@ def source_items(params: IngestParams) -> tuple[Iterator[SourceItem], int | None
         root = load_settings().workspace / "sources"
         return adapter.iter_items(root, organ=params.organ, seed=params.seed, count=params.count), params.count
     kwargs = adapter_arguments(adapter, params.organ, params.adapter_options)
-    source = params.path if adapter.path == "dataset id" else Path(str(params.path))
-    return scoped(adapter.iter_items(source, **kwargs), source_scope(params)), None
-
-
-def source_scope(params: IngestParams) -> str:
-    """What distinguishes this source from another of the same kind (refs are relative to it)."""
-    return params.source_name or Path(str(params.path).rstrip("/")).name or str(params.path)
+    entry = resolve_source(load_settings().workspace, str(params.path))
+    source = entry["location"] if adapter.path == "dataset id" else Path(entry["location"])
+    return scoped(adapter.iter_items(source, **kwargs), params.source_name or entry["scope"]), None
 
 
 def scoped(items: Iterator[SourceItem], scope: str) -> Iterator[SourceItem]:
@@ -59,7 +56,7 @@ def scoped(items: Iterator[SourceItem], scope: str) -> Iterator[SourceItem]:
         yield item
 
 
-@task
+@task(persist_result=False)
 def migrate_catalog() -> str:
     """Create or upgrade the catalog schema; returns the revision."""
     with open_catalog(load_settings()) as catalog:
@@ -74,7 +71,7 @@ def register_source(params: IngestParams, settings: Settings, preparer: BatchPre
         return register_items(items, catalog, store, settings.salt(), params.options, total=total, preparer=preparer)
 
 
-@task
+@task(persist_result=False)  # results and parameters hold no paths; nothing of a run is written to storage
 def ingest_source(params: IngestParams) -> IngestSummary:
     """Every item prepared and settled in this process."""
     return register_source(params, load_settings())
@@ -100,7 +97,7 @@ def summary_markdown(kind: str, summary: IngestSummary) -> str:
     return "\n".join(lines) + "\n"
 
 
-@task
+@task(persist_result=False)
 def report_ingest(params: IngestParams, summary: IngestSummary) -> None:
     create_markdown_artifact(
         key="ingest-summary", markdown=summary_markdown(params.kind, summary), description="ingest counts"
@@ -137,17 +134,22 @@ def ingest_on_cluster(params: IngestParams, settings: Settings) -> IngestSummary
     window = 2 * settings.workers + 2  # enough to keep every worker busy; bounds the pixels in memory
 
     def preparer(batches: Iterable[list[SourceItem]]) -> Iterator[list[PreparedItem]]:
-        return in_order(lambda batch: prepare_batch_task.submit(batch, fingerprint, params.options.burned_in_text), batches, window=window)
+        return in_order(
+            lambda batch: prepare_batch_task.submit(batch, fingerprint, params.options.burned_in_text),
+            batches,
+            window=window,
+        )
 
     return register_source(params, settings, preparer)
 
 
-@flow(name="ingest", task_runner=ConfiguredTaskRunner())
+@flow(name="ingest", task_runner=ConfiguredTaskRunner(), persist_result=False)
 def ingest_flow(params: IngestParams | None = None) -> IngestSummary:
     """Ingest one source into the catalog and image store."""
     params = params or IngestParams()
     migrate_catalog()
     settings = load_settings()
     summary = ingest_on_cluster(params, settings) if is_distributed(settings) else ingest_source(params)
+    summary.source_id = params.path if source_adapter(params.kind).path != "none" else None
     report_ingest(params, summary)
     return summary

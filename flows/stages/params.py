@@ -16,7 +16,8 @@ from annotation.consensus import MIN_BOX_IOU, BoxIouThreshold, ConsensusPolicy
 from flows.ingest.core import IngestOptions
 from flows.ingest.sources.registry import KINDS, source_adapter
 from flows.runtime.recipes import STAGES, recipe_files
-from flows.runtime.settings import Settings
+from flows.ingest.source_registry import is_source_id, register_location
+from flows.runtime.settings import Settings, load_settings
 from flows.teacher.backends import SamplingParams
 from flows.teacher.diversity import DiversityPolicy
 from flows.teacher.prompting import DEFAULT_PROMPT_VERSION
@@ -33,7 +34,11 @@ class IngestParams(BaseModel):
     """Parameters of one ingest run (the form in the Prefect UI)."""
 
     kind: SourceKind = "phantom"
-    path: str | None = Field(default=None, description="source folder, file or dataset id (not for phantom)")
+    path: str | None = Field(
+        default=None,
+        description="source id (src-…) from the workspace's source registry; a folder, file or dataset id given "
+        "here is registered and replaced by its id, so no path reaches Prefect (not for phantom)",
+    )
     organ: Organ | None = Field(default=None, description="only this organ / the organ of an organ-less source")
     count: int = Field(default=30, ge=1, description="phantom: number of images")
     seed: int = Field(default=0, ge=0, description="phantom: random seed")
@@ -47,8 +52,14 @@ class IngestParams(BaseModel):
 
     @model_validator(mode="after")
     def _path_for_real_sources(self) -> IngestParams:
-        if source_adapter(self.kind).path != "none" and not self.path:
+        adapter = source_adapter(self.kind)
+        if adapter.path != "none" and not self.path:
             raise ValueError(f"source kind {self.kind!r} needs a path")
+        if self.path and adapter.path != "none" and not is_source_id(self.path):
+            settings = load_settings()
+            self.path = register_location(
+                settings.workspace, settings.salt(), self.kind, self.path, local=adapter.path == "local"
+            )
         return self
 
 

@@ -36,6 +36,16 @@ COORDINATES_RE = re.compile(
     re.I,
 )
 TAG_RE = re.compile(r"</?\s*[a-z_|][a-z0-9_|]*\s*/?>|<\|", re.I)
+# Any other markup a viewer could render or execute: HTML elements with attributes, comments and
+# declarations, character entities, Markdown links and images, code fences, script URLs. A rationale
+# is plain prose; it is shown in Label Studio and a dataset viewer, so markup is refused, not escaped.
+MARKUP_RE = re.compile(
+    r"<\s*/?\s*[a-z!?][^<>]*>"  # <img src=x onerror=...>, <!-- -->, <!DOCTYPE>, <?xml ?>
+    r"|&(?:#\d+|#x[0-9a-f]+|[a-z][a-z0-9]{1,31});"  # &lt; &#60; &#x3c;
+    r"|!?\[[^\]\n]*\]\([^)\n]*\)"  # [text](url), ![alt](url)
+    r"|```|\b(?:javascript|vbscript|data):",
+    re.I,
+)
 PHI_PATTERNS = {
     "date": re.compile(r"\b\d{1,4}[/.-]\d{1,2}[/.-]\d{1,4}\b"),
     "long_number": re.compile(r"\b\d{6,}\b"),
@@ -108,6 +118,10 @@ def contains_tags(rationale: RationaleText, _ctx: CheckContext) -> str | None:
     return "contains_tags" if TAG_RE.search(rationale.search + "\n" + rationale.diagnosis) else None
 
 
+def contains_markup(rationale: RationaleText, _ctx: CheckContext) -> str | None:
+    return "contains_markup" if MARKUP_RE.search(rationale.search + "\n" + rationale.diagnosis) else None
+
+
 def contains_phi_like(rationale: RationaleText, _ctx: CheckContext) -> str | None:
     text = rationale.search + "\n" + rationale.diagnosis
     return "contains_phi_like_text" if any(p.search(text) for p in PHI_PATTERNS.values()) else None
@@ -120,6 +134,7 @@ def contains_control_characters(rationale: RationaleText, _ctx: CheckContext) ->
 CHECKS: tuple[Check, ...] = (
     contains_control_characters,
     contains_tags,
+    contains_markup,
     contains_coordinates,
     contains_phi_like,
     _length("search"),

@@ -44,7 +44,9 @@ def find_scan_area(image: Image.Image, keep: list[tuple[float, float, float, flo
     gray = np.asarray(image.convert("L"), dtype=np.float32)
     height, width = gray.shape
     scale = min(1.0, WORK_SIDE / max(height, width))
-    small = cv2.resize(gray, (max(1, round(width * scale)), max(1, round(height * scale))), interpolation=cv2.INTER_AREA)
+    small = cv2.resize(
+        gray, (max(1, round(width * scale)), max(1, round(height * scale))), interpolation=cv2.INTER_AREA
+    )
     mean = cv2.blur(small, (TEXTURE_WINDOW, TEXTURE_WINDOW))
     variance = cv2.blur(small * small, (TEXTURE_WINDOW, TEXTURE_WINDOW)) - mean * mean
     textured = (np.sqrt(np.maximum(variance, 0)) > TEXTURE_THRESHOLD).astype(np.uint8)
