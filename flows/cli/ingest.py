@@ -60,7 +60,8 @@ def ingest(
     params["options"] = {k: v for k, v in split_options.items() if v is not None}
     summary = run_ingest(common.settings(), params)
     common.console.print(
-        f"ingest ({summary.source_id or kind}): {summary.seen} seen, {summary.out} new, {summary.skipped} already ingested, "
+        f"ingest ({summary.source_id or kind}): {summary.seen} seen, {summary.out} new, "
+        f"{summary.skipped} already ingested, "
         f"quarantined {sum(summary.quarantined.values())} {summary.quarantined or ''}"
     )
 

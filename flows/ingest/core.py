@@ -1,12 +1,13 @@
 """Ingest logic: source items → de-identified, content-addressed images in the catalog.
 
 Each item is decoded defensively, de-identified (`flows.ingest.deid`: cut to its scan area, burned-in
-text found by OCR and masked, what cannot be verified quarantined), checked by small functions that return a snake_case reason, identified by its pixels, grouped with
-its near-duplicates and given a patient-level split. An item that fails is quarantined with its
-reason in the ingest ledger, so `in = out + quarantined` always holds. Nothing the adapter called
-the item (file names, folder names, patient ids) is stored: refs and patient ids become salted
-hashes. Items already settled by an earlier run are skipped, so a re-run rewrites nothing and a
-killed run resumes where it stopped (one catalog transaction per batch).
+text found by OCR and masked, what cannot be verified quarantined), checked by small functions that
+return a snake_case reason, identified by its pixels, grouped with its near-duplicates and given a
+patient-level split. An item that fails is quarantined with its reason in the ingest ledger, so
+`in = out + quarantined` always holds. Nothing the adapter called the item (file names, folder names,
+patient ids, reader names) is stored: refs, patient ids and reader names become salted hashes. Items
+already settled by an earlier run are skipped, so a re-run rewrites nothing and a killed run resumes
+where it stopped (one catalog transaction per batch).
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ from pydantic import BaseModel, Field, ValidationError
 from tqdm import tqdm
 
 from flows.catalog import Catalog, StageCounter
-from flows.ingest.deid.redact import BurnedInTextPolicy, deidentify_pixels
 from flows.ingest.decode import DecodeError, check_degenerate, decode_image_file, to_declared_mode
+from flows.ingest.deid.redact import BurnedInTextPolicy, deidentify_pixels
 from flows.ingest.identity import image_id, patient_key, phash
 from flows.ingest.image_store import ImageStore
 from flows.ingest.sources.base import SourceItem

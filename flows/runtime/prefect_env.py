@@ -13,10 +13,10 @@ PREFECT_DEFAULTS = {
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",  # no server heartbeat to the vendor
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",  # the default 20 s fails on 2 cores
     "PREFECT_UI_ENABLED": "false",
-    "PREFECT_SERVER_API_HOST": "127.0.0.1",
+    "PREFECT_SERVER_API_HOST": "127.0.0.1",  # a server started here (ephemeral or `prefect server start`): loopback
     # Prefect 3's default, named: no task or flow result is written to result storage unless a task asks for
     # it (results may hold what a run saw; ingest's never ask, see flows.stages.ingest)
-    "PREFECT_RESULTS_PERSIST_BY_DEFAULT": "false",  # a server started here (ephemeral or `prefect server start`): loopback
+    "PREFECT_RESULTS_PERSIST_BY_DEFAULT": "false",
 }
 
 

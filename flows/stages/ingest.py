@@ -29,8 +29,8 @@ from flows.ingest.core import (
 )
 from flows.ingest.deid.redact import BurnedInTextPolicy
 from flows.ingest.image_store import ImageStore
-from flows.ingest.sources.base import SourceItem
 from flows.ingest.source_registry import resolve_source
+from flows.ingest.sources.base import SourceItem
 from flows.ingest.sources.registry import adapter_arguments, source_adapter
 from flows.runtime.settings import Settings, load_settings
 from flows.runtime.task_runners import ConfiguredTaskRunner, in_order, is_distributed

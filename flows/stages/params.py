@@ -14,9 +14,9 @@ from pydantic import BaseModel, Field, model_validator
 
 from annotation.consensus import MIN_BOX_IOU, BoxIouThreshold, ConsensusPolicy
 from flows.ingest.core import IngestOptions
+from flows.ingest.source_registry import is_source_id, register_location
 from flows.ingest.sources.registry import KINDS, source_adapter
 from flows.runtime.recipes import STAGES, recipe_files
-from flows.ingest.source_registry import is_source_id, register_location
 from flows.runtime.settings import Settings, load_settings
 from flows.teacher.backends import SamplingParams
 from flows.teacher.diversity import DiversityPolicy

@@ -52,11 +52,11 @@ def _fake_person(rng: np.random.Generator) -> tuple[str, str, str]:
     return name, birth, mrn
 
 
-def make_case(seed: int, index: int, config: PhantomConfig = PhantomConfig()) -> BurnedInCase:
+def make_case(seed: int, index: int, config: PhantomConfig | None = None) -> BurnedInCase:
     """Corpus image `index`: a phantom scan with identifying text at a layout's places (deterministic)."""
     rng = np.random.default_rng([seed, index, 19])
     layout = LAYOUTS[index % len(LAYOUTS)]
-    case = generate_case(seed, index, config)
+    case = generate_case(seed, index, config or PhantomConfig())
     full = Image.fromarray(case.image)
     name, birth, mrn = _fake_person(rng)
     clinic = str(rng.choice(CLINICS))
@@ -102,7 +102,9 @@ def make_case(seed: int, index: int, config: PhantomConfig = PhantomConfig()) ->
     return BurnedInCase(index=index, layout=layout, image=image, identifying=identifying)
 
 
-def write_corpus(folder: Path, *, seed: int, count: int, formats: tuple[str, ...] = ("png", "jpeg", "dicom")) -> list[str]:
+def write_corpus(
+    folder: Path, *, seed: int, count: int, formats: tuple[str, ...] = ("png", "jpeg", "dicom")
+) -> list[str]:
     """`count` corpus images, formats in turn; returns every identifying string burned in."""
     folder.mkdir(parents=True, exist_ok=True)
     identifying: list[str] = []
