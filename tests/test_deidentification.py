@@ -40,7 +40,7 @@ CORPUS_SIZE = 30  # 10 each of PNG, JPEG, DICOM; the five layouts twice in each 
 def corpus_run(tmp_path_factory):
     """The corpus ingested once (folder adapter for PNG/JPEG, DICOM adapter for DICOM) into one catalog."""
     root = tmp_path_factory.mktemp("corpus")
-    identifying = write_corpus(root / "files", seed=11, count=CORPUS_SIZE)
+    write_corpus(root / "files", seed=11, count=CORPUS_SIZE)
     catalog = Catalog(f"sqlite:///{root / 'catalog.sqlite'}")
     store = ImageStore(str(root / "images"))
     options = IngestOptions()
@@ -49,7 +49,7 @@ def corpus_run(tmp_path_factory):
     )
     dicom = register_items(iter_dicom_items(root / "files"), catalog, store, SALT, options)
     images = list(catalog.iter_images())
-    yield {"files": files, "dicom": dicom, "images": images, "store": store, "identifying": identifying}
+    yield {"files": files, "dicom": dicom, "images": images, "store": store, "catalog": catalog}
     catalog.close()
 
 
@@ -81,6 +81,16 @@ def test_at_least_nine_in_ten_corpus_images_come_out_redacted(corpus_run):
     assert all(note is not None and note.scan_area == "detected" for note in notes)
     assert sum(note.text_lines_masked > 0 for note in notes) >= 0.5 * len(notes)  # redacted, not merely cut
     assert any("measurement" in note.text_kinds or note.measurement_marks for note in notes)
+
+
+def test_the_report_counts_redactions_per_source(corpus_run):
+    from flows.reports.deidentification import deidentification_counts, deidentification_markdown
+
+    counts = deidentification_counts(corpus_run["catalog"])
+    assert set(counts) == {"folder", "dicom"}
+    assert sum(c["images"] for c in counts.values()) == len(corpus_run["images"])
+    assert all(c["cut to found scan area"] == c["images"] and c["text masked"] > 0 for c in counts.values())
+    assert "| folder |" in deidentification_markdown(counts)
 
 
 def _speckle_with_text(text: str, *, size=(320, 240)) -> Image.Image:

@@ -40,6 +40,12 @@ def ingest(
     source_name: Annotated[
         str | None, typer.Option(help="name of this source in refs (default: the last part of PATH)")
     ] = None,
+    burned_in_text: Annotated[
+        str | None,
+        typer.Option(
+            help="burned-in text in the scan area: mask (default), quarantine (stricter) or crop_only (no OCR)"
+        ),
+    ] = None,
 ) -> None:
     """Ingest a source into the catalog and image store (idempotent: re-runs change nothing)."""
     if kind not in KINDS:
@@ -56,7 +62,11 @@ def ingest(
         "seed": seed,
         "adapter_options": _parse_options(option or []),
     }
-    split_options = {"test_count_per_organ": test_count_per_organ, "near_duplicate_distance": near_duplicate_distance}
+    split_options = {
+        "test_count_per_organ": test_count_per_organ,
+        "near_duplicate_distance": near_duplicate_distance,
+        "burned_in_text": burned_in_text,
+    }
     params["options"] = {k: v for k, v in split_options.items() if v is not None}
     summary = run_ingest(common.settings(), params)
     common.console.print(

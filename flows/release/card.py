@@ -65,6 +65,7 @@ class CardContext:
     acceptance: dict[str, dict[str, Any]] = field(default_factory=dict)
     provenance: dict[str, dict[str, str | None]] = field(default_factory=dict)
     hub_repo_id: str | None = None
+    deidentification_markdown: str = ""  # flows.reports.deidentification: per source, cut / masked / quarantined
 
 
 def load_provenance(workspace_file: Path | None = None) -> dict[str, dict[str, str | None]]:
@@ -291,6 +292,7 @@ def card_text(facts: CardFacts, context: CardContext, report: ValidationReport |
         *_generation(facts, context.frames),
         *_validation(report),
         *_sources(facts, context.provenance),
+        *([context.deidentification_markdown] if context.deidentification_markdown else []),
         "## Pipeline",
         "",
         f"{pipeline_version()}; suite `{report.suite if report else '-'}`; {CROP_VERSION}; {TRAJECTORY_VERSION}.",

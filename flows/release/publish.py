@@ -75,6 +75,7 @@ def card_context(
     `agreement_report`) and expert acceptance."""
     from annotation.agreement import plot_label_distribution, statistics_markdown  # matplotlib: only releases pay
     from flows.reports.agreement import card_agreement
+    from flows.reports.deidentification import deidentification_counts, deidentification_markdown
 
     assets = folder / ASSETS
     shutil.rmtree(assets, ignore_errors=True)
@@ -102,6 +103,7 @@ def card_context(
         acceptance=table,
         provenance=provenance if provenance is not None else load_provenance(),
         hub_repo_id=hub_repo_id,
+        deidentification_markdown=deidentification_markdown(deidentification_counts(catalog)),
     )
 
 

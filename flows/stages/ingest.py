@@ -32,6 +32,7 @@ from flows.ingest.image_store import ImageStore
 from flows.ingest.source_registry import resolve_source
 from flows.ingest.sources.base import SourceItem
 from flows.ingest.sources.registry import adapter_arguments, source_adapter
+from flows.reports.deidentification import deidentification_counts, deidentification_markdown
 from flows.runtime.settings import Settings, load_settings
 from flows.runtime.task_runners import ConfiguredTaskRunner, in_order, is_distributed
 from flows.stages.params import IngestParams
@@ -99,8 +100,12 @@ def summary_markdown(kind: str, summary: IngestSummary) -> str:
 
 @task(persist_result=False)
 def report_ingest(params: IngestParams, summary: IngestSummary) -> None:
+    with open_catalog(load_settings()) as catalog:
+        deidentification = deidentification_markdown(deidentification_counts(catalog))
     create_markdown_artifact(
-        key="ingest-summary", markdown=summary_markdown(params.kind, summary), description="ingest counts"
+        key="ingest-summary",
+        markdown=summary_markdown(params.kind, summary) + "\n" + deidentification,
+        description="ingest counts and de-identification per source",
     )
 
 

@@ -17,6 +17,7 @@ One reader per process, built on first use (a Dask / Ray worker builds its own).
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib.metadata import version
@@ -52,12 +53,17 @@ class TextReader:
             print_verbose=False,
         )
         self._lock = threading.Lock()  # one ONNX session pair per process; calls are serialised
+        self.seconds = 0.0  # time spent in the OCR, for bench/ingest.py's OCR share
+        self.calls = 0
 
     def find(self, image: Image.Image, *, read: bool) -> list[TextBox]:
         """Text lines in the image; with `read`, also what each says."""
         rgb = np.ascontiguousarray(np.asarray(image.convert("RGB")))
         with self._lock:
+            start = time.perf_counter()
             result, _ = self._engine(rgb, use_det=True, use_cls=False, use_rec=read)
+            self.seconds += time.perf_counter() - start
+            self.calls += 1
         if not result:
             return []
         boxes = []
