@@ -218,3 +218,27 @@ def test_a_patient_named_folder_and_manifest_free_text_are_found_nowhere_in_the_
     assert found == []
     for output in (done.stdout + done.stderr, failed.stdout + failed.stderr):
         assert not [p for p in planted if p in output]
+
+
+# --------------------------------------------------------------------------- measurement marks in a release
+def test_a_release_can_leave_out_images_with_measurement_marks(published):
+    from sqlalchemy import update
+
+    from flows.catalog.tables import ImageRow
+    from flows.release.rows import iter_rows
+    from tests.release_fixtures import FRAMES
+
+    catalog, store = published["catalog"], published["store"]
+    assert "## De-identification" in (published["folder"] / "README.md").read_text()
+    marked = next(iter(catalog.iter_images()))
+    note = {"scan_area": "source_region", "text_policy": "mask", "measurement_marks": True, "caliper_marks": 2}
+    with catalog.engine.begin() as conn:
+        conn.execute(update(ImageRow).where(ImageRow.image_id == marked.image_id).values(deidentification=note))
+    kept = list(iter_rows(catalog, store, FRAMES))
+    excluded = list(iter_rows(catalog, store, FRAMES, exclude_measurement_marks=True))
+    assert len(kept) == len(excluded)  # in = rows + reasons either way
+    left_out = [o for o in excluded if o.reason == "measurement_marks_excluded"]
+    assert left_out and all(o.sample is None for o in left_out)
+    assert {o.record_id for o in left_out} == {
+        o.record_id for o in kept if o.sample is not None and o.image.image_id == marked.image_id
+    }

@@ -23,6 +23,9 @@ def publish(
         int | None,
         typer.Option(help=f"parquet shard size limit (default {publish_default('max_shard_mb')})"),
     ] = None,
+    exclude_measurement_marks: Annotated[
+        bool, typer.Option(help="leave out images with calipers or measurement readouts (a known shortcut)")
+    ] = False,
 ) -> None:
     """Validate and publish a versioned Hugging Face dataset."""
     common.prepare_prefect()
@@ -32,7 +35,13 @@ def publish(
     from flows.release.repository import ReleaseError
     from flows.stages.publish import PublishParams, publish_flow
 
-    params = common.params(PublishParams, name=name, version=version, max_shard_mb=max_shard_mb)
+    params = common.params(
+        PublishParams,
+        name=name,
+        version=version,
+        max_shard_mb=max_shard_mb,
+        exclude_measurement_marks=exclude_measurement_marks,
+    )
     settings = common.settings()
     try:
         summary = publish_flow(params)

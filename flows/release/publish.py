@@ -121,6 +121,7 @@ def publish_release(
     provenance: dict[str, dict[str, str | None]] | None = None,
     hub_repo_id: str | None = None,
     agreement_report: Path | None = None,
+    exclude_measurement_marks: bool = False,
 ) -> ReleaseSummary:
     """Write the catalog's rows into `folder`, validate them, and tag them; an unchanged release keeps its tag.
 
@@ -130,7 +131,9 @@ def publish_release(
     summary, facts = ReleaseSummary(), []
     ensure_repository(folder)
     summary.counts = write_shards(
-        _samples(iter_rows(catalog, store, frames), summary, facts),
+        _samples(
+            iter_rows(catalog, store, frames, exclude_measurement_marks=exclude_measurement_marks), summary, facts
+        ),
         folder / "data",
         max_shard_bytes=max_shard_bytes,
     )

@@ -78,9 +78,17 @@ def build_sample(
 
 
 def iter_rows(
-    catalog: Catalog, store: ImageStore, frames: FrameSettings, *, organ: str | None = None
+    catalog: Catalog,
+    store: ImageStore,
+    frames: FrameSettings,
+    *,
+    organ: str | None = None,
+    exclude_measurement_marks: bool = False,
 ) -> Iterator[RowOutcome]:
-    """Every consensus record (of the organ) as a row or a reason: in = rows + reasons, in image order."""
+    """Every consensus record (of the organ) as a row or a reason: in = rows + reasons, in image order.
+
+    With `exclude_measurement_marks`, images where ingest saw calipers or a measurement readout (a shortcut a
+    model learns: "calipers here" means "lesion here") give no rows (reason `measurement_marks_excluded`)."""
     rationales = {r.record_id: r for r in catalog.rationales(organ)}
     current: tuple[str, ImageRecord | None, Image.Image | None] = ("", None, None)
     for record in catalog.consensus_records(organ):  # ordered by image: each image is decoded once
@@ -102,6 +110,9 @@ def iter_rows(
         _, image, frame = current
         if image is None or frame is None:
             yield RowOutcome(record.record_id, None, "image_missing")
+            continue
+        if exclude_measurement_marks and image.deidentification and image.deidentification.measurement_marks:
+            yield RowOutcome(record.record_id, None, "measurement_marks_excluded")
             continue
         try:
             yield RowOutcome(record.record_id, build_sample(record, rationale, image, frame, frames), None, image)

@@ -128,6 +128,10 @@ class PublishParams(BaseModel):
     name: str = Field(pattern=NAME_PATTERN, description="dataset name: the release folder and repo")
     version: str | None = Field(default=None, pattern=r"^v\d+\.\d+\.\d+$", description="default: next patch")
     max_shard_mb: int = Field(default=500, ge=1, description="parquet shard size limit")
+    exclude_measurement_marks: bool = Field(
+        default=False,
+        description="leave out images where ingest saw calipers or a measurement readout (a known shortcut)",
+    )
 
 
 class TrainParams(BaseModel):

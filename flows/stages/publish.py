@@ -75,6 +75,7 @@ def run_publish(params: PublishParams, settings: Settings, hub: HubApi | None = 
             frame_settings(settings),
             version=params.version,
             max_shard_bytes=params.max_shard_mb << 20,
+            exclude_measurement_marks=params.exclude_measurement_marks,
             docs_dir=docs_folder(settings, params.name),
             agreement_report=agreement_folder(settings.workspace),
             bounds=distribution_bounds(settings),
