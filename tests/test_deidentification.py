@@ -242,3 +242,33 @@ def test_a_release_can_leave_out_images_with_measurement_marks(published):
     assert {o.record_id for o in left_out} == {
         o.record_id for o in kept if o.sample is not None and o.image.image_id == marked.image_id
     }
+
+
+# --------------------------------------------------------------------------- real scans
+PYDICOM_ULTRASOUND = ("examples_ybr_color.dcm", "examples_rgb_color.dcm", "examples_palette.dcm", "examples_jpeg2k.dcm")
+
+
+def test_pydicom_ultrasound_examples_still_come_out(tmp_path):
+    """Real scanner frames (a GE colour-flow lymph node with its header text, a palette image with a region):
+    all ingested, the ones without a region cut to a found scan area and their text masked."""
+    import shutil
+
+    from pydicom.data import get_testdata_file
+
+    folder = tmp_path / "pydicom"
+    folder.mkdir()
+    for name in (*PYDICOM_ULTRASOUND, "ExplVR_BigEnd.dcm"):
+        shutil.copy(get_testdata_file(name), folder)
+    summary, images = _ingest(tmp_path, list(iter_dicom_items(folder, organ="breast")))
+    assert summary.quarantined == {} and summary.out == summary.seen == 5
+    notes = [image.deidentification for image in images]
+    assert sum(note.scan_area == "detected" for note in notes) == 3  # no SequenceOfUltrasoundRegions
+    assert sum(note.text_lines_masked > 0 for note in notes) >= 2
+    reader = text_reader()
+    store = ImageStore(str(tmp_path / "images"))
+    assert not [
+        line.text
+        for image in images
+        for line in reader.find(store.open(image.storage_key), read=True)
+        if identifying_kinds(line.text or "")
+    ]

@@ -2,7 +2,8 @@
 
 The scan area is the largest speckled component of the frame: speckle has a high local variance
 everywhere inside the fan or rectangle, the display around it is flat (black, or a UI colour) and
-its text and marks are thin. The component's convex hull is the scan area (a cyst or an anechoic
+its text and marks are thin. Colour-flow (Doppler) pixels count as scan too: a power-Doppler box is
+flat colour, but it lies over the tissue. The component's convex hull is the scan area (a cyst or an anechoic
 band inside it leaves a hole the hull closes); the image is cut to the hull's bounding box and the
 pixels outside the hull are set to black, which removes corner labels and marks there without OCR.
 """
@@ -20,6 +21,7 @@ TEXTURE_THRESHOLD = 6.0  # local standard deviation (8-bit grey levels) above wh
 TEXTURE_WINDOW = 5
 # Text lines and thin marks are narrower than this (in work pixels) and vanish in the opening
 THIN_STRUCTURE = 7
+COLOUR_FLOW_CHROMA = 40.0  # max - min over RGB: grey B-mode has none, a Doppler overlay a lot
 MIN_AREA_FRACTION = 0.15  # a component smaller than this share of the frame is not an ultrasound image
 HULL_MARGIN = 2  # work pixels added around the hull so the fan's own edge is kept
 
@@ -44,12 +46,16 @@ def find_scan_area(image: Image.Image, keep: list[tuple[float, float, float, flo
     gray = np.asarray(image.convert("L"), dtype=np.float32)
     height, width = gray.shape
     scale = min(1.0, WORK_SIDE / max(height, width))
-    small = cv2.resize(
-        gray, (max(1, round(width * scale)), max(1, round(height * scale))), interpolation=cv2.INTER_AREA
-    )
+    work_size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    small = cv2.resize(gray, work_size, interpolation=cv2.INTER_AREA)
     mean = cv2.blur(small, (TEXTURE_WINDOW, TEXTURE_WINDOW))
     variance = cv2.blur(small * small, (TEXTURE_WINDOW, TEXTURE_WINDOW)) - mean * mean
-    textured = (np.sqrt(np.maximum(variance, 0)) > TEXTURE_THRESHOLD).astype(np.uint8)
+    scan = np.sqrt(np.maximum(variance, 0)) > TEXTURE_THRESHOLD
+    if image.mode == "RGB":
+        pixels = np.asarray(image, dtype=np.int16)
+        chroma = (pixels.max(axis=2) - pixels.min(axis=2)).astype(np.float32)
+        scan |= cv2.resize(chroma, work_size, interpolation=cv2.INTER_AREA) > COLOUR_FLOW_CHROMA
+    textured = scan.astype(np.uint8)
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (THIN_STRUCTURE, THIN_STRUCTURE))
     solid = cv2.morphologyEx(textured, cv2.MORPH_OPEN, kernel)
     count, labels, stats, _ = cv2.connectedComponentsWithStats(solid, connectivity=8)
