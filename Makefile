@@ -13,7 +13,7 @@ PINS   := $(shell cat pyproject.toml constraints.txt | sha256sum | cut -c1-16)
 STAMP  := $(VENV)/.installed-$(PINS)
 WORKSPACE ?= workspace
 
-.PHONY: demo test lint format env clean
+.PHONY: demo test lint format env clean fuzz
 
 demo: $(STAMP)
 	$(VENV)/bin/lookcloser --workspace $(WORKSPACE) demo
@@ -27,6 +27,12 @@ test: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/python -m pytest -m "not gpu" $(PYTEST_ARGS)
+
+# The ingest fuzz test, longer than in `make test` (280 mutants there): FUZZ_CASES mutants from FUZZ_SEED
+FUZZ_CASES ?= 20000
+FUZZ_SEED ?= $(shell date +%s)
+fuzz: $(STAMP)
+	FUZZ_CASES=$(FUZZ_CASES) FUZZ_SEED=$(FUZZ_SEED) $(VENV)/bin/python -m pytest -q -s tests/test_fuzz_ingest.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff format --check . && $(VENV)/bin/ruff check . && $(VENV)/bin/lint-imports

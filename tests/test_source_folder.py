@@ -274,8 +274,10 @@ def test_plain_layout_needs_an_organ_and_yields_images_without_annotations(tmp_p
         list(iter_folder_items(tmp_path))  # auto finds no known layout
 
     items = list(iter_folder_items(tmp_path, organ="liver"))
-    assert [i.source_ref for i in items] == ["b.jpg", "a/scan 1.png"]  # a folder's files before its subfolders
-    assert all(i.organ == "liver" and i.annotations == [] and i.path and i.path.is_file() for i in items)
+    images, unlisted = items[:2], items[2:]
+    assert [i.source_ref for i in images] == ["b.jpg", "a/scan 1.png"]  # a folder's files before its subfolders
+    assert all(i.organ == "liver" and i.annotations == [] and i.path and i.path.is_file() for i in images)
+    assert [(i.source_ref, i.error) for i in unlisted] == [("notes.txt", "unsupported_format")]  # never skipped
 
 
 def test_unknown_layout_and_missing_root_raise_at_once(tmp_path: Path):
@@ -371,7 +373,10 @@ def test_symlink_loop_does_not_hang_or_repeat(tmp_path: Path):
 
     items = list(iter_folder_items(tmp_path))
 
-    assert [i.source_ref for i in items] == ["benign/benign (1).png"]
+    assert [(i.source_ref, i.error) for i in items] == [
+        ("benign/benign (1).png", None),
+        ("benign/loop", "not_a_regular_file"),  # a folder link is not followed, but accounted for
+    ]
 
 
 def test_non_utf8_file_name_is_handled(tmp_path: Path):

@@ -199,3 +199,14 @@ def test_repo_id_loads_the_fetched_snapshot_and_offline_stays_local(monkeypatch:
     monkeypatch.setenv("HF_HUB_ETAG_TIMEOUT", "3")
     list(iter_hf_items("org/ultrasound"))
     assert calls[1][1]["local_files_only"] is False and calls[1][1]["etag_timeout"] == 3.0
+
+
+def test_image_paths_outside_the_dataset_are_not_opened(tmp_path):
+    from flows.ingest.sources.hf import image_from_cell
+
+    (tmp_path / "data").mkdir()
+    outside = tmp_path / "secret.png"
+    Image.new("L", (64, 64), 9).save(outside)
+    (tmp_path / "data" / "link.png").symlink_to(outside)
+    for cell in ("../secret.png", str(outside), "link.png", {"bytes": None, "path": "/etc/passwd"}):
+        assert image_from_cell(cell, tmp_path / "data") == (None, None, "outside_source")

@@ -60,8 +60,11 @@ def rows(tmp_path: Path) -> list[dict]:
 def test_csv_and_jsonl_give_the_same_items(tmp_path: Path, rows: list[dict]):
     from_csv = list(iter_manifest_items(_write_csv(tmp_path / "m.csv", rows), organ="liver"))
     from_jsonl = list(iter_manifest_items(_write_jsonl(tmp_path / "m.jsonl", rows), organ="liver"))
-    assert [i.source_ref for i in from_csv] == ["m.csv:1", "m.csv:2"]
-    assert [i.source_ref for i in from_jsonl] == ["m.jsonl:1", "m.jsonl:2"]
+    # a row is named by its image and the image's content, not by its row number
+    assert [i.source_ref.removeprefix("m.csv:") for i in from_csv] == [
+        i.source_ref.removeprefix("m.jsonl:") for i in from_jsonl
+    ]
+    assert all("#" in i.source_ref for i in from_csv)
     for a, b in zip(from_csv, from_jsonl, strict=True):
         a.source_ref = b.source_ref = ""
         assert a == b
@@ -139,8 +142,8 @@ def test_unparseable_csv_cells(tmp_path: Path, row: dict):
     _image(tmp_path / "a.png")
     rows = [row, {"path": "a.png", "organ": "breast"}]
     bad, good = iter_manifest_items(_write_csv(tmp_path / "m.csv", rows), organ="breast")
-    assert bad.error == "manifest_row_unparseable" and bad.source_ref == "m.csv:1"
-    assert good.error is None and good.source_ref == "m.csv:2", "a bad row must not stop the file"
+    assert bad.error == "manifest_row_unparseable" and good.error is None, "a bad row must not stop the file"
+    assert bad.source_ref != good.source_ref  # the same image in two rows: two items
 
 
 def test_unparseable_csv_row_with_extra_cells(tmp_path: Path):
@@ -156,7 +159,8 @@ def test_unparseable_jsonl_lines(tmp_path: Path):
     lines = ["{not json", "[1, 2]", '"a string"', {"path": "a.png", "organ": "thyroid"}]
     items = list(iter_manifest_items(_write_jsonl(tmp_path / "m.jsonl", lines)))
     assert [i.error for i in items] == ["manifest_row_unparseable"] * 3 + [None]
-    assert [i.source_ref for i in items] == [f"m.jsonl:{n}" for n in range(1, 5)]
+    assert [i.source_ref for i in items][:3] == [f"m.jsonl:row={n}" for n in range(1, 4)]  # nothing else names them
+    assert items[3].source_ref.startswith("m.jsonl:a.png#")
 
 
 def test_image_missing(tmp_path: Path):
@@ -192,3 +196,41 @@ def test_boxes_outside_the_image_and_unknown_organs_pass_on(tmp_path: Path):
 def test_other_file_types_are_refused(tmp_path: Path):
     with pytest.raises(ValueError, match=r"must be \.csv or \.jsonl"):
         iter_manifest_items(tmp_path / "m.xlsx")
+
+
+def test_inserting_deleting_or_reordering_rows_changes_only_those_rows(tmp_path: Path):
+    for name in ("a", "b", "c"):
+        _image(tmp_path / f"{name}.png")
+    rows = [{"path": "a.png", "organ": "breast"}, {"path": "b.png", "organ": "breast"}]
+    before = {i.source_ref for i in iter_manifest_items(_write_jsonl(tmp_path / "m.jsonl", rows))}
+    edited = [{"path": "c.png", "organ": "breast"}, rows[1], rows[0]]  # a row inserted on top, two swapped
+    after = {i.source_ref for i in iter_manifest_items(_write_jsonl(tmp_path / "m.jsonl", edited))}
+    assert before < after and len(after - before) == 1
+
+
+def test_a_declared_id_column_names_the_row(tmp_path: Path):
+    _image(tmp_path / "a.png")
+    (item,) = iter_manifest_items(
+        _write_jsonl(tmp_path / "m.jsonl", [{"id": "case-7", "path": "a.png", "organ": "breast"}])
+    )
+    assert item.source_ref == "m.jsonl:id=case-7"
+
+
+def test_paths_outside_the_manifest_folder_are_quarantined_unless_allowed(tmp_path: Path):
+    source, outside = tmp_path / "source", tmp_path / "outside"
+    _image(outside / "x.png")
+    _image(source / "in.png")
+    (source / "link.png").symlink_to(outside / "x.png")
+    rows = [
+        {"path": "../outside/x.png", "organ": "breast"},
+        {"path": str(outside / "x.png"), "organ": "breast"},
+        {"path": "link.png", "organ": "breast"},
+        {"path": "/etc/passwd", "organ": "breast"},
+        {"path": "in.png", "organ": "breast"},
+    ]
+    manifest = _write_jsonl(source / "m.jsonl", rows)
+    items = list(iter_manifest_items(manifest))
+    assert [i.error for i in items] == ["outside_source"] * 4 + [None]
+    assert all(i.path is None for i in items[:4])  # nothing outside is ever opened
+    allowed = list(iter_manifest_items(manifest, extra_roots=[str(outside)]))
+    assert [i.error for i in allowed] == [None, None, None, "outside_source", None]

@@ -24,6 +24,7 @@ from pydantic import BaseModel, Field, ValidationError
 from tqdm import tqdm
 
 from flows.catalog import Catalog, StageCounter
+from flows.catalog.ledger import LedgerMismatchError
 from flows.ingest.decode import DecodeError, check_degenerate, decode_image_file, to_declared_mode
 from flows.ingest.deid.redact import BurnedInTextPolicy, deidentify_pixels
 from flows.ingest.identity import image_id, patient_key, phash
@@ -67,8 +68,20 @@ class IngestSummary(StageCounter):
 
     stage: str = "ingest"
     source_id: str | None = None  # the source registry's id of a real source (never its path)
+    # Items pulled from the adapter, counted as they are enumerated, before any processing: the check
+    # below compares it with what the ledger got, so an item lost between the two makes the run fail.
+    enumerated: int = 0
     per_organ: dict[str, int] = field(default_factory=dict)
     per_split: dict[str, int] = field(default_factory=dict)
+
+
+    def check(self) -> IngestSummary:
+        super().check()
+        if self.enumerated != self.seen:
+            raise LedgerMismatchError(
+                f"ingest: the source enumerated {self.enumerated} items but the ledger accounts for {self.seen}"
+            )
+        return self
 
 
 @dataclass
@@ -211,28 +224,49 @@ class PreparedItem:
 def prepare_item(
     item: SourceItem, salt: bytes, store: ImageStore, policy: BurnedInTextPolicy = BurnedInTextPolicy.mask
 ) -> PreparedItem:
-    """Decode, check, de-identify, identify and store one item; pure per item (runs on any worker)."""
-    prepared = PreparedItem(item_key=f"{item.source}:{ref_id(salt, item.source, item.source_ref)}")
+    """Decode, check, de-identify, identify and store one item; pure per item (runs on any worker).
+
+    No exception of one item's own work escapes: it quarantines that item (`decode_failed`, the exception's
+    class logged) and the run goes on. The image store's errors are the run's (a full disk, a lost bucket)
+    and stop it.
+    """
+    item_key = f"{item.source}:{ref_id(salt, item.source, item.source_ref)}"
+    try:
+        prepared, image = _prepare_pixels(item, salt, policy, item_key)
+    except Exception as err:  # noqa: BLE001 - one hostile file must not stop ingest, on this run or the next
+        log.warning("ingest: an item failed with %s; quarantined decode_failed", type(err).__name__)
+        return PreparedItem(item_key=item_key, reason="decode_failed")
+    if image is not None and prepared.image is not None and not prepared.annotation_reason:
+        # an image whose annotations are unusable is never catalogued, so it is not stored either
+        prepared.image.storage_key = store.put(prepared.image.image_id, image)
+    return prepared
+
+
+def _prepare_pixels(
+    item: SourceItem, salt: bytes, policy: BurnedInTextPolicy, item_key: str
+) -> tuple[PreparedItem, Image.Image | None]:
+    """The per-item work before storing: decode, checks, de-identification, identity and the record."""
+    prepared = PreparedItem(item_key=item_key)
     for check in ITEM_CHECKS:
         if reason := check(item):
             prepared.reason = reason
-            return prepared
+            return prepared, None
     raw = load_pixels(item)
     if isinstance(raw, str) or (raw_reason := check_us_region(item, raw)):
         prepared.reason = raw if isinstance(raw, str) else raw_reason
-        return prepared
+        return prepared, None
     if reason := check_degenerate(raw) or check_aspect(raw):  # before the costly part, with the frame's own reason
         prepared.reason = reason
-        return prepared
+        return prepared, None
     redacted = deidentify_pixels(raw, us_region=item.us_region, keep_boxes=_source_boxes(item), policy=policy)
     del raw  # the frame with burned-in text is not kept a moment longer than needed
     if redacted.image is None:
         prepared.reason = redacted.reason
-        return prepared
+        return prepared, None
     image, offset = redacted.image, redacted.offset
     if reason := check_degenerate(image) or check_aspect(image):
         prepared.reason = reason
-        return prepared
+        return prepared, None
     content_id = image_id(image)
     try:
         prepared.annotations, prepared.readings = _lesion_records(item, content_id, image.size, offset, salt)
@@ -250,10 +284,9 @@ def prepare_item(
         split="train",  # provisional: Registrar.settle assigns it, in source order
         source_metadata=item.metadata,
         deidentification=redacted.note,
-        # an image whose annotations are unusable is never catalogued, so it is not stored either
-        storage_key=store.key_for(content_id) if prepared.annotation_reason else store.put(content_id, image),
+        storage_key=ImageStore.key_for(content_id),
     )
-    return prepared
+    return prepared, image
 
 
 def prepare_batch(
@@ -331,6 +364,7 @@ def register_items(
     def new_batches() -> Iterator[list[SourceItem]]:
         batch: list[SourceItem] = []
         for item in items:
+            summary.enumerated += 1
             if f"{item.source}:{ref_id(salt, item.source, item.source_ref)}" in settled:
                 summary.count_skipped()
                 bar.update(1)

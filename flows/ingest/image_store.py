@@ -16,7 +16,8 @@ class ImageStore:
         self.fs, self.root = fsspec.core.url_to_fs(url)
         self.fs.makedirs(self.root, exist_ok=True)
 
-    def key_for(self, image_id: str) -> str:
+    @staticmethod
+    def key_for(image_id: str) -> str:
         return f"{image_id[:2]}/{image_id}.png"
 
     def _path(self, key: str) -> str:

@@ -28,7 +28,14 @@ from openpyxl.utils.exceptions import InvalidFileException
 
 from flows.ingest.decode import DecodeError, decode_image_file
 from flows.ingest.sources.base import SourceAdapter, SourceItem
-from flows.ingest.sources.files import image_size, is_image_file, walk_files
+from flows.ingest.sources.files import (
+    UNSUPPORTED_FORMAT,
+    entry_reason,
+    image_size,
+    is_image_file,
+    unlisted_reason,
+    walk_files,
+)
 from flows.ingest.sources.masks import MaskError, boxes_from_mask
 
 log = logging.getLogger(__name__)
@@ -263,6 +270,10 @@ def _mask_boxes(mask_path: Path, size: tuple[int, int]) -> list[list[float]]:
 
 
 def _build_item(root: Path, pairing: _Pairing, organ: str) -> SourceItem:
+    if reason := entry_reason(root, pairing.image) or next(
+        (r for mask in pairing.masks if (r := entry_reason(root, mask))), None
+    ):
+        return _error_item(pairing, organ, reason)  # a link out of the source, a FIFO named like an image
     if pairing.mask_missing:
         return _error_item(pairing, organ, "mask_missing")
     path = root / pairing.image
@@ -321,6 +332,26 @@ def _iter_items(root: Path, organ: str | None, layout: str) -> Iterator[SourceIt
         pairings = {"busi": _pair_busi, "tn3k": _pair_tn3k, "plain": _pair_plain}[layout](files)
     for pairing in pairings:
         yield _build_item(root, pairing, organ)
+    yield from _unlisted_items(root, files, pairings, layout, organ)
+
+
+def _side_file(f: Path, layout: str) -> bool:
+    """Files a layout reads besides images and their masks: BrEaST's spreadsheet and its non-tumour masks."""
+    return layout == "breast" and (f.suffix.lower() == ".xlsx" or bool(_BREAST_OTHER_MASK.match(f.stem)))
+
+
+def _unlisted_items(
+    root: Path, files: list[Path], pairings: list[_Pairing], layout: str, organ: str
+) -> Iterator[SourceItem]:
+    """Every entry no pairing took, quarantined with its reason: nothing under the root is skipped unseen."""
+    taken = {p.image for p in pairings} | {m for p in pairings for m in p.masks}
+    for f in files:
+        if f in taken or _side_file(f, layout):
+            continue
+        reason = unlisted_reason(root, f)
+        if reason == UNSUPPORTED_FORMAT and is_image_file(f):
+            reason = "mask_without_image"  # an image file a layout took for a mask, with no image beside it
+        yield SourceItem(source=KIND, source_ref=f.as_posix(), organ=organ, error=reason)
 
 
 SOURCE = SourceAdapter(KIND, iter_folder_items, preannotation_origins=("mask",))

@@ -38,6 +38,7 @@ from flows.ingest.sources.cells import (
     parse_confidence,
     parse_json_cell,
 )
+from flows.ingest.sources.files import OUTSIDE_SOURCE, is_inside
 
 if TYPE_CHECKING:  # `datasets` costs ~0.7 s to import: only the runs that read a dataset pay it
     from datasets import Dataset, DatasetDict, Features, IterableDataset, IterableDatasetDict
@@ -203,8 +204,16 @@ def image_from_cell(cell: Any, base: Path) -> tuple[Image.Image | None, Path | N
     if isinstance(path, str) and path:
         file = Path(path).expanduser()
         file = file if file.is_absolute() else base / file
+        if not is_inside(file, dataset_roots(base)):  # a third-party dataset must not make ingest open any file
+            return None, None, OUTSIDE_SOURCE
         return (None, file, None) if file.is_file() else (None, None, IMAGE_MISSING)
     return None, None, IMAGE_MISSING
+
+
+def dataset_roots(base: Path) -> list[Path]:
+    """Where a dataset's image paths may point: its folder and, for a Hub snapshot (whose files are links
+    into the repo cache's `blobs/`), the repo's cache folder."""
+    return [base, base.parents[1]] if base.parent.name == "snapshots" else [base]
 
 
 def _cell(row: Mapping[str, Any], features: Features | None, column: str | None) -> Any:

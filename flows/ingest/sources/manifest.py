@@ -14,6 +14,7 @@ Face adapter, whose rows carry the same fields.
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import logging
 from collections.abc import Iterator
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from flows.ingest.sources.base import SourceAdapter, SourceItem
+from flows.ingest.sources.files import OUTSIDE_SOURCE, is_inside
 from flows.ingest.sources.cells import (
     ROW_UNPARSEABLE,
     RowError,
@@ -59,14 +61,46 @@ def _resolve_path(value: Any, folder: Path) -> Path:
     return path if path.is_absolute() else folder / path
 
 
-def row_item(row: Any, ref: str, folder: Path, default_organ: str | None) -> SourceItem:
-    """The source item of one manifest row (already read as a dict, or the reason it is not one)."""
+def row_key(row: Any, manifest: Path, number: int, roots: list[Path]) -> str:
+    """What names a row across edits of the manifest: its `id` column, else its image path and the file's hash.
+
+    Inserting, deleting or reordering rows then changes nothing for the other rows. Only a row that names
+    no readable file inside the source falls back to its row number (it is quarantined either way).
+    """
+    if isinstance(row, dict):
+        row_id = _cell(row, "id")
+        if row_id is not None:
+            return f"{manifest.name}:id={str(row_id).strip()}"
+        value = _cell(row, "path")
+        if isinstance(value, str):
+            path = _resolve_path(value, manifest.parent)
+            if is_inside(path, roots) and path.is_file():
+                try:
+                    with path.open("rb") as fh:
+                        digest = hashlib.file_digest(fh, "sha256").hexdigest()[:16]
+                    return f"{manifest.name}:{value.strip()}#{digest}"
+                except OSError:
+                    pass
+    return f"{manifest.name}:row={number}"
+
+
+def row_item(
+    row: Any, ref: str, folder: Path, default_organ: str | None, roots: list[Path] | None = None
+) -> SourceItem:
+    """The source item of one manifest row (already read as a dict, or the reason it is not one).
+
+    `roots` are where a row's image may be (default: the manifest's folder); a path that resolves
+    elsewhere (`../`, an absolute path, a symlink out) is quarantined `outside_source`.
+    """
     if not isinstance(row, dict):
         return SourceItem(source=KIND, source_ref=ref, organ=default_organ or "", error=ROW_UNPARSEABLE)
     organ = _row_organ(row, default_organ)
     item = SourceItem(source=KIND, source_ref=ref, organ=organ)
     try:
         item.path = _resolve_path(row.get("path"), folder)
+        if not is_inside(item.path, roots or [folder]):
+            item.path, item.error = None, OUTSIDE_SOURCE
+            return item
         patient = _cell(row, "patient_id")
         item.patient_id = None if patient is None else str(patient).strip()
         boxes = parse_boxes(_cell(row, "boxes"))
@@ -124,9 +158,13 @@ def _jsonl_rows(path: Path) -> Iterator[Any]:
                 yield None
 
 
-def iter_manifest_items(path: Path, *, organ: str | None = None) -> Iterator[SourceItem]:
+def iter_manifest_items(
+    path: Path, *, organ: str | None = None, extra_roots: list[str] | None = None
+) -> Iterator[SourceItem]:
     """One `SourceItem` per row of a CSV or JSONL manifest; `organ` is the default for rows without one.
 
+    Rows may name images in the manifest's folder and below, and in `extra_roots` (folders a manifest
+    legitimately points into); anything else is quarantined `outside_source`.
     Raises ValueError for a file that is neither CSV nor JSONL (a caller error, not a row error).
     """
     path = Path(path)
@@ -137,13 +175,19 @@ def iter_manifest_items(path: Path, *, organ: str | None = None) -> Iterator[Sou
         rows = _jsonl_rows(path)
     else:
         raise ValueError(f"manifest must be .csv or .jsonl, got {suffix or 'no suffix'!r}")
-    return _iter_rows(rows, path, organ)
+    roots = [path.parent, *(Path(root).expanduser() for root in extra_roots or [])]
+    return _iter_rows(rows, path, organ, roots)
 
 
-def _iter_rows(rows: Iterator[Any], path: Path, organ: str | None) -> Iterator[SourceItem]:
+def _iter_rows(rows: Iterator[Any], path: Path, organ: str | None, roots: list[Path]) -> Iterator[SourceItem]:
     counts: dict[str, int] = {}
+    seen_keys: dict[str, int] = {}
     for number, row in enumerate(rows, start=1):
-        item = row_item(row, f"{path.name}:{number}", path.parent, organ)
+        key = row_key(row, path, number, roots)
+        seen_keys[key] = seen_keys.get(key, 0) + 1
+        if seen_keys[key] > 1:  # the same image listed again (e.g. another reader's row): its own item
+            key = f"{key}#{seen_keys[key]}"
+        item = row_item(row, key, path.parent, organ, roots)
         counts[item.error or "ok"] = counts.get(item.error or "ok", 0) + 1
         yield item
     log.info("manifest: %d rows, %s", sum(counts.values()), counts)
