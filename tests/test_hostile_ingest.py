@@ -4,7 +4,6 @@ source is opened, one bad file never stops ingest, and the ledger's invariant ca
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -74,7 +74,6 @@ class IngestSummary(StageCounter):
     per_organ: dict[str, int] = field(default_factory=dict)
     per_split: dict[str, int] = field(default_factory=dict)
 
-
     def check(self) -> IngestSummary:
         super().check()
         if self.enumerated != self.seen:
@@ -233,7 +232,7 @@ def prepare_item(
     item_key = f"{item.source}:{ref_id(salt, item.source, item.source_ref)}"
     try:
         prepared, image = _prepare_pixels(item, salt, policy, item_key)
-    except Exception as err:  # noqa: BLE001 - one hostile file must not stop ingest, on this run or the next
+    except Exception as err:
         log.warning("ingest: an item failed with %s; quarantined decode_failed", type(err).__name__)
         return PreparedItem(item_key=item_key, reason="decode_failed")
     if image is not None and prepared.image is not None and not prepared.annotation_reason:

@@ -116,11 +116,11 @@ def _decode(source: Callable[[], Path | IO[bytes]]) -> Image.Image:
     except (OSError, SyntaxError, ValueError, EOFError) as err:
         log.debug("decode failed: %s", type(err).__name__)  # the message may quote the file name
         raise DecodeError("corrupt_image") from None
-    except Exception as err:  # noqa: BLE001 - fuzzing found TypeError, struct.error, ... in PIL's plugins and EXIF
+    except Exception as err:
         log.warning("decode failed with %s", type(err).__name__)  # the class only: the message may quote the file
         raise DecodeError("decode_failed") from None
     try:
         return to_declared_mode(oriented)
-    except Exception as err:  # noqa: BLE001 - a mode PIL opened but cannot convert
+    except Exception as err:
         log.warning("mode conversion failed with %s", type(err).__name__)
         raise DecodeError("decode_failed") from None

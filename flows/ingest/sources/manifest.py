@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 from flows.ingest.sources.base import SourceAdapter, SourceItem
-from flows.ingest.sources.files import OUTSIDE_SOURCE, is_inside
 from flows.ingest.sources.cells import (
     ROW_UNPARSEABLE,
     RowError,
@@ -32,6 +31,7 @@ from flows.ingest.sources.cells import (
     parse_confidence,
     parse_readers,
 )
+from flows.ingest.sources.files import OUTSIDE_SOURCE, is_inside
 
 log = logging.getLogger(__name__)
 
