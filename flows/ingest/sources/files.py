@@ -14,9 +14,7 @@ from PIL import ExifTags, Image
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = frozenset(
-    {".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".bmp", ".dib", ".tif", ".tiff", ".gif", ".webp"}
-)
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".bmp", ".dib", ".tif", ".tiff", ".gif", ".webp"})
 DICOM_SUFFIXES = frozenset({".dcm", ".dicom", ".dic"})
 OUTSIDE_SOURCE = "outside_source"  # resolves (after symlinks) outside the source root and the allowed roots
 NOT_A_REGULAR_FILE = "not_a_regular_file"  # a FIFO, socket, device, a folder link or an unlistable folder
