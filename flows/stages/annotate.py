@@ -20,6 +20,7 @@ from annotation.label_config import label_config, result_from_reading
 from annotation.projects import READER_ROLES, ReaderAssignment, image_task, project_title
 from annotation.readers import ReaderNoise, simulate_reading
 from flows.catalog import Catalog, StageCounter, open_catalog
+from flows.catalog.locks import stage_lock
 from flows.ingest.sources.registry import preannotation_origins
 from flows.runtime.settings import Settings, load_settings
 from flows.stages.params import AnnotateParams
@@ -99,7 +100,8 @@ def push_organ_task(organ: str, params: AnnotateParams) -> AnnotateSummary:
 def annotate_flow(params: AnnotateParams | None = None) -> list[AnnotateSummary]:
     """Push ingested images to the reader projects of every organ."""
     params = params or AnnotateParams()
-    return [push_organ_task(organ, params) for organ in _organs(params.organ)]
+    with stage_lock(load_settings().resolved_catalog_url, "annotate"):
+        return [push_organ_task(organ, params) for organ in _organs(params.organ)]
 
 
 # ------------------------------------------------------------------------------------------ simulated readers

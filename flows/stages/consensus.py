@@ -18,6 +18,7 @@ from prefect.artifacts import create_markdown_artifact
 
 from annotation.consensus import ConsensusPolicy, derive_consensus
 from flows.catalog import Catalog, StageCounter, open_catalog
+from flows.catalog.locks import stage_lock
 from flows.runtime.retries import CATALOG_RETRIES
 from flows.runtime.settings import load_settings
 from flows.stages.params import ConsensusParams
@@ -121,6 +122,7 @@ def consensus_flow(params: ConsensusParams | None = None) -> list[ConsensusSumma
     """Derive labels, c and fused boxes from the readings of every organ; report agreement."""
     params = params or ConsensusParams()
     organs = [params.organ] if params.organ else list(registered_organs())
-    summaries = [decide_organ_task(organ, params) for organ in organs]
-    report_statistics(list(registered_organs()), params)  # the report always covers every organ
+    with stage_lock(load_settings().resolved_catalog_url, "consensus"):
+        summaries = [decide_organ_task(organ, params) for organ in organs]
+        report_statistics(list(registered_organs()), params)  # the report always covers every organ
     return summaries

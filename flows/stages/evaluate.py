@@ -19,6 +19,7 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
+from flows.catalog.locks import stage_lock
 from flows.evaluation.endpoint import OpenAIEndpoint, iter_eval_rows
 from flows.release.folders import release_folder, worktrees_folder
 from flows.release.repository import version_path
@@ -121,4 +122,6 @@ def report_task(params: EvaluateParams, results_path: str) -> str:
 def evaluate_flow(params: EvaluateParams) -> str:
     """Rollouts, metrics per organ, report and plots; returns the run folder."""
     params = params.with_recipe()
-    return report_task(params, rollouts_task(params))
+    name = f"evaluate:{params.dataset}@{params.version}:{params.split}:{params.run_name()}"  # one run per folder
+    with stage_lock(load_settings().resolved_catalog_url, name):
+        return report_task(params, rollouts_task(params))

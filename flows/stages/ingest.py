@@ -20,6 +20,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from flows.catalog import open_catalog
+from flows.catalog.locks import stage_lock
 from flows.ingest.core import (
     BatchPreparer,
     IngestSummary,
@@ -152,9 +153,10 @@ def ingest_on_cluster(params: IngestParams, settings: Settings) -> IngestSummary
 def ingest_flow(params: IngestParams | None = None) -> IngestSummary:
     """Ingest one source into the catalog and image store."""
     params = params or IngestParams()
-    migrate_catalog()
     settings = load_settings()
-    summary = ingest_on_cluster(params, settings) if is_distributed(settings) else ingest_source(params)
-    summary.source_id = params.path if source_adapter(params.kind).path != "none" else None
-    report_ingest(params, summary)
+    with stage_lock(settings.resolved_catalog_url, "ingest"):  # the known images are read once, at the start
+        migrate_catalog()
+        summary = ingest_on_cluster(params, settings) if is_distributed(settings) else ingest_source(params)
+        summary.source_id = params.path if source_adapter(params.kind).path != "none" else None
+        report_ingest(params, summary)
     return summary

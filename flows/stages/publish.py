@@ -13,6 +13,7 @@ from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 
 from flows.catalog import open_catalog
+from flows.catalog.locks import stage_lock
 from flows.ingest.image_store import ImageStore
 from flows.release.card import load_provenance
 from flows.release.folders import docs_folder, release_folder, worktrees_folder
@@ -130,6 +131,7 @@ def report_task(params: PublishParams, summary: ReleaseSummary) -> str:
 @flow(name="publish")
 def publish_flow(params: PublishParams) -> ReleaseSummary:
     """Validate the rows, then write, tag and record a release."""
-    summary = publish_task(params)
-    report_task(params, summary)
+    with stage_lock(load_settings().resolved_catalog_url, f"publish:{params.name}"):  # one writer per release repo
+        summary = publish_task(params)
+        report_task(params, summary)
     return summary

@@ -21,6 +21,7 @@ from annotation.label_config import label_config, result_from_reading
 from annotation.projects import READER_ROLES, ReaderAssignment, image_task, project_title
 from annotation.readings import readings_from_export
 from flows.catalog import Catalog, StageCounter, open_catalog
+from flows.catalog.locks import stage_lock
 from flows.runtime.retries import SERVICE_RETRIES
 from flows.runtime.settings import load_settings
 from flows.stages.params import PullParams
@@ -128,4 +129,5 @@ def pull_organ(organ: str, params: PullParams) -> PullSummary:
 def pull_flow(params: PullParams | None = None) -> list[PullSummary]:
     """Pull finished readings of every organ and route disagreements to adjudication."""
     params = params or PullParams()
-    return [pull_organ(organ, params) for organ in ((params.organ,) if params.organ else registered_organs())]
+    with stage_lock(load_settings().resolved_catalog_url, "pull"):
+        return [pull_organ(organ, params) for organ in ((params.organ,) if params.organ else registered_organs())]

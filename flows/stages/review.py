@@ -29,6 +29,7 @@ from annotation.rationale_review import (
     verdict_from_result,
 )
 from flows.catalog import Catalog, StageCounter, open_catalog
+from flows.catalog.locks import stage_lock
 from flows.reports.review import acceptance, acceptance_markdown
 from flows.runtime.settings import Settings, load_settings
 from flows.stages.params import ReviewParams
@@ -161,6 +162,7 @@ def acceptance_report_task() -> dict[str, dict[str, Any]]:
 def review_flow(params: ReviewParams | None = None, simulate: bool = False) -> ReviewSummary:
     """Send a stratified sample of rationales to expert review and bring the verdicts back."""
     params = params or ReviewParams()
-    summary = review_round_task(params, simulate)
-    acceptance_report_task()
+    with stage_lock(load_settings().resolved_catalog_url, "review"):
+        summary = review_round_task(params, simulate)
+        acceptance_report_task()
     return summary

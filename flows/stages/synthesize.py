@@ -17,6 +17,7 @@ from prefect.cache_policies import NO_CACHE
 from tqdm import tqdm
 
 from flows.catalog import open_catalog
+from flows.catalog.locks import stage_lock
 from flows.ingest.image_store import ImageStore
 from flows.reports.synthesis import report_markdown
 from flows.runtime.settings import Settings, load_settings
@@ -166,9 +167,10 @@ def synthesize_flow(params: SynthesizeParams | None = None) -> SynthesisSummary:
     params = params or SynthesizeParams()
     settings = load_settings()
     check_config(params, settings)
-    shards = synthesize_on_cluster(params, settings) if is_distributed(settings) else []
-    summary = synthesize_task(params)
-    for shard in shards:
-        summary.add_work(shard)
-    report_task(summary)
+    with stage_lock(settings.resolved_catalog_url, "synthesize"):
+        shards = synthesize_on_cluster(params, settings) if is_distributed(settings) else []
+        summary = synthesize_task(params)
+        for shard in shards:
+            summary.add_work(shard)
+        report_task(summary)
     return summary

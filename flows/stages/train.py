@@ -22,6 +22,7 @@ from pathlib import Path
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
+from flows.catalog.locks import stage_lock
 from flows.release.folders import release_folder, worktrees_folder
 from flows.release.repository import version_path
 from flows.runtime.recipes import REPO, recipe_files
@@ -134,8 +135,10 @@ def stage_task(params: TrainParams, stage: str, prepared: dict[str, str]) -> str
 @flow(name="train")
 def train_flow(params: TrainParams) -> dict[str, str]:
     """SFT then GRPO on one dataset version; each stage's adapter and run.json in the workspace."""
-    prepared = prepare_task(params)
-    outputs = {stage: stage_task(params, stage, prepared) for stage in params.stages}
+    name = f"train:{params.dataset}@{params.version}:{params.recipe}"  # one job per run folder
+    with stage_lock(load_settings().resolved_catalog_url, name):
+        prepared = prepare_task(params)
+        outputs = {stage: stage_task(params, stage, prepared) for stage in params.stages}
     lines = [f"# {params.dataset}@{params.version} · recipe {params.recipe}", ""]
     lines += [f"- {stage}: `{path}` (adapter, processor, run.json, job.log)" for stage, path in outputs.items()]
     create_markdown_artifact(key="training", markdown="\n".join(lines), description="training run")
