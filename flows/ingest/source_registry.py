@@ -18,6 +18,8 @@ import re
 import tempfile
 from pathlib import Path
 
+from filelock import FileLock
+
 REGISTRY_FILE = "source_registry.json"
 SOURCE_ID = re.compile(r"^src-[0-9a-f]{16}$")
 
@@ -49,12 +51,20 @@ def register_location(workspace: Path, salt: bytes, kind: str, location: str, *,
     """The source id of `location` (registered now if new); the registry is rewritten atomically."""
     resolved = _location(kind, location, local)
     source_id = source_id_for(salt, kind, resolved)
+    if _read(workspace).get(source_id, {}).get("location") == resolved:
+        return source_id
+    workspace.mkdir(parents=True, exist_ok=True)
+    # two runs registering at once must not lose each other's entry: read-modify-write under a file lock
+    with FileLock(workspace / f".{REGISTRY_FILE}.lock"):
+        return _add_entry(workspace, source_id, kind, location, resolved)
+
+
+def _add_entry(workspace: Path, source_id: str, kind: str, location: str, resolved: str) -> str:
     entries = _read(workspace)
     if entries.get(source_id, {}).get("location") == resolved:
         return source_id
     # the scope names the source in its items' refs (hashed before storage): the last part of the location
     entries[source_id] = {"kind": kind, "location": resolved, "scope": Path(location.rstrip("/")).name or location}
-    workspace.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=workspace, prefix=".source_registry.", suffix=".tmp")
     try:
         os.fchmod(fd, 0o600)

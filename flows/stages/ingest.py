@@ -154,7 +154,8 @@ def ingest_flow(params: IngestParams | None = None) -> IngestSummary:
     """Ingest one source into the catalog and image store."""
     params = params or IngestParams()
     settings = load_settings()
-    with stage_lock(settings.resolved_catalog_url, "ingest"):  # the known images are read once, at the start
+    # the known images are read once, at the start: two ingests must not overlap
+    with stage_lock(settings.resolved_catalog_url, "ingest", wait_seconds=params.wait_for_other_ingest_s):
         migrate_catalog()
         summary = ingest_on_cluster(params, settings) if is_distributed(settings) else ingest_source(params)
         summary.source_id = params.path if source_adapter(params.kind).path != "none" else None

@@ -49,6 +49,12 @@ class IngestParams(BaseModel):
         "(default: the last part of the path or dataset id)",
     )
     options: IngestOptions = Field(default_factory=IngestOptions)
+    wait_for_other_ingest_s: float = Field(
+        default=0.0,
+        ge=0.0,
+        description="when another ingest holds the catalog's ingest lease: wait this long for it, then refuse "
+        "(0: refuse at once); the nightly deployment waits, so a manual run never makes it fail",
+    )
 
     @model_validator(mode="after")
     def _path_for_real_sources(self) -> IngestParams:
