@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from flows.ingest.sources.base import SourceAdapter, SourceItem
-from flows.ingest.sources.files import image_size, is_image_file, walk_files
+from flows.ingest.sources.files import entry_reason, image_size, is_image_file, unlisted_reason, walk_files
 from flows.ingest.sources.masks import MaskError, box_from_polygon
 
 log = logging.getLogger(__name__)
@@ -215,7 +215,14 @@ def iter_ddti_items(root: Path, *, organ: str | None = None) -> Iterator[SourceI
     root = Path(root)
     if not root.is_dir():
         raise NotADirectoryError("the DDTI source root is not a folder")  # no path: it may name a patient
-    return _iter_items(root, organ or DEFAULT_ORGAN)
+    return (_contained(root, item) for item in _iter_items(root, organ or DEFAULT_ORGAN))
+
+
+def _contained(root: Path, item: SourceItem) -> SourceItem:
+    """An item whose file is a link out of the source (or not a regular file) is quarantined, never opened."""
+    if item.path is not None and (reason := entry_reason(root, item.path.relative_to(root))):
+        item.path, item.error = None, reason
+    return item
 
 
 def _iter_items(root: Path, organ: str) -> Iterator[SourceItem]:
@@ -238,6 +245,10 @@ def _iter_items(root: Path, organ: str) -> Iterator[SourceItem]:
             )
     for ref in strays:
         yield SourceItem(source=KIND, source_ref=ref.as_posix(), organ=organ, path=root / ref)
+    # everything else under the root (not an image, not a case file) is accounted for, never skipped unseen
+    for ref in files:
+        if not is_image_file(ref) and ref.suffix.lower() != ".xml":
+            yield SourceItem(source=KIND, source_ref=ref.as_posix(), organ=organ, error=unlisted_reason(root, ref))
 
 
 SOURCE = SourceAdapter(KIND, iter_ddti_items, preannotation_origins=("outline",))
