@@ -5,8 +5,9 @@
     find   the OCR detector looks for text lines in what is left; only the lines it finds are read
     mask   every line found is inpainted (OpenCV Telea), whatever it says: measurements over the tissue are
            a shortcut for a model, names and dates are identifying
-    verify the image is read again; identifying text still there means the masking failed, and the image
-           is quarantined (`burned_in_text_unredacted`) rather than stored
+    verify the places that were masked are read again (a window around each line: nothing else changed);
+           identifying text still there means the masking failed, and the image is quarantined
+           (`burned_in_text_unredacted`) rather than stored
 
 The policy (`BurnedInTextPolicy`) lets a site be stricter (`quarantine`: any text found quarantines the
 image) or looser (`crop_only`: cut only, no OCR). What was done is returned as a `Deidentification` note
@@ -31,6 +32,7 @@ from schemas.records import Deidentification
 MASK_PADDING = 3  # pixels around a detected line: its box is tight and JPEG smears glyph edges
 INPAINT_RADIUS = 3
 MASK_ROUNDS = 2  # a second pass masks what the first one uncovered (a line hidden behind a longer one)
+VERIFY_MARGIN = 32  # pixels around a masked line read again: a line's neighbours and what the mask missed
 
 
 class BurnedInTextPolicy(StrEnum):
@@ -81,7 +83,8 @@ def deidentify_pixels(
         measurement |= any(line.text and is_measurement(line.text) for line in found)
         cut = mask_lines(cut, found)
         masked += len(found)
-        found = reader.find(cut, read=True)
+        # Only the masked places changed: read again around them (the rest was read already and had no text)
+        found = find_near(cut, found)
     if any(line.text and identifying_kinds(line.text) for line in found):
         return Redacted(None, reason="burned_in_text_unredacted")
     calipers = count_caliper_marks(cut)
@@ -102,6 +105,25 @@ def _line_kinds(line: TextBox) -> set[str]:
     if line.text and is_measurement(line.text):
         kinds.add("measurement")
     return kinds or {"other"}
+
+
+def find_near(image: Image.Image, lines: list[TextBox]) -> list[TextBox]:
+    """Text lines found (and read) in a window around each of `lines`, in the image's coordinates."""
+    reader = text_reader()
+    found: dict[tuple[int, int, int, int], TextBox] = {}
+    for line in lines:
+        x1, y1, x2, y2 = line.box
+        window = (
+            max(0, x1 - VERIFY_MARGIN),
+            max(0, y1 - VERIFY_MARGIN),
+            min(image.width, x2 + VERIFY_MARGIN),
+            min(image.height, y2 + VERIFY_MARGIN),
+        )
+        for near in reader.find(image.crop(window), read=True):
+            a1, b1, a2, b2 = near.box
+            box = (a1 + window[0], b1 + window[1], a2 + window[0], b2 + window[1])
+            found[box] = TextBox(box, near.text, near.score)
+    return list(found.values())
 
 
 def mask_lines(image: Image.Image, lines: list[TextBox]) -> Image.Image:
