@@ -43,7 +43,7 @@ def rows(content: dict[str, list[str]], table: str, stage: str | None = None) ->
 
 def use_workspace(monkeypatch: pytest.MonkeyPatch, workspace: Path, catalog_url: str | None = None) -> None:
     monkeypatch.setenv("LOOKCLOSER_WORKSPACE", str(workspace))
-    monkeypatch.setenv("LOOKCLOSER_PATIENT_KEY_SALT", "drill salt")
+    monkeypatch.setenv("LOOKCLOSER_PATIENT_KEY_SALT", "drill salt, 16 bytes or more")
     monkeypatch.setenv("LOOKCLOSER_TASK_RUNNER", "local")
     for name in ("IMAGE_STORE_URL", "TEACHER_API_KEY", "LABEL_STUDIO_TOKEN", "READERS_FILE", "DASK_ADDRESS"):
         monkeypatch.delenv(f"LOOKCLOSER_{name}", raising=False)

@@ -11,16 +11,16 @@ def test_defaults_live_in_the_workspace(workspace):
 
 def test_secrets_never_show_in_repr_or_str(workspace, monkeypatch):
     monkeypatch.setenv("LOOKCLOSER_HUB_TOKEN", "hf_SECRET")
-    monkeypatch.setenv("LOOKCLOSER_PATIENT_KEY_SALT", "salt-SECRET")
+    monkeypatch.setenv("LOOKCLOSER_PATIENT_KEY_SALT", "salt-SECRET-of-20-bytes")
     settings = load_settings()
     assert "SECRET" not in repr(settings) and "SECRET" not in str(settings)
-    assert settings.salt() == b"salt-SECRET"
+    assert settings.salt() == b"salt-SECRET-of-20-bytes"
 
 
 def test_generated_salt_is_stable_and_private(workspace):
     first = load_settings().salt()
     assert first == load_settings().salt() and len(first) == 64
-    assert (workspace / ".patient_key_salt").stat().st_mode & 0o077 == 0
+    assert (workspace / "patient_key_salt.secret").stat().st_mode & 0o077 == 0
 
 
 def test_teacher_urls_accept_a_comma_separated_list(workspace, monkeypatch):

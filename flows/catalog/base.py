@@ -13,19 +13,47 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, Table, create_engine, event, func, select
+from sqlalchemy import DateTime, Engine, String, Table, Text, create_engine, event, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from flows.catalog.ledger import STAGES, LedgerItem, Outcome, ledger_rows
 from flows.catalog.tables import Base, ReleaseRow, StageItemRow
+from schemas.environment import ENV_PREFIX
 from schemas.records import Record
 
-__all__ = ["STAGES", "UPSERT_BATCH", "CatalogBase", "LedgerItem", "Outcome", "masked_url", "record"]
+__all__ = [
+    "STAGES",
+    "UPSERT_BATCH",
+    "CatalogBase",
+    "CatalogSettingRow",
+    "LedgerItem",
+    "Outcome",
+    "SaltMismatchError",
+    "masked_url",
+    "record",
+]
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 UPSERT_BATCH = 500
+
+
+class SaltMismatchError(Exception):
+    """The catalog was keyed with another patient-key salt than the one given now (one-line message)."""
+
+
+class CatalogSettingRow(Base):
+    """Facts about the catalog itself, one value per key (e.g. `salt_fingerprint`); never a secret."""
+
+    __tablename__ = "catalog_settings"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+SALT_FINGERPRINT_KEY = "salt_fingerprint"
 
 
 def masked_url(url: str) -> str:
@@ -82,6 +110,31 @@ class CatalogBase:
 
     def close(self) -> None:
         self.engine.dispose()
+
+    def bind_salt_fingerprint(self, fingerprint: str) -> None:
+        """Tie the catalog to a patient-key salt: store its fingerprint the first time, and raise
+        SaltMismatchError when a later run brings another one (its patient keys would not match the catalog's).
+        Concurrent first binds are safe: the first stored fingerprint wins and the others are checked against it."""
+        if not fingerprint:
+            raise ValueError("an empty salt fingerprint")
+        insert = postgresql.insert if self.engine.dialect.name == "postgresql" else sqlite.insert
+        row = {"key": SALT_FINGERPRINT_KEY, "value": fingerprint, "created_at": datetime.now(UTC)}
+        with Session(self.engine) as session, session.begin():
+            session.execute(insert(CatalogSettingRow).values(row).on_conflict_do_nothing(index_elements=["key"]))
+            stored = session.scalar(
+                select(CatalogSettingRow.value).where(CatalogSettingRow.key == SALT_FINGERPRINT_KEY)
+            )
+        if stored != fingerprint:
+            raise SaltMismatchError(
+                f"the catalog {masked_url(self.url)} was keyed with another patient-key salt (fingerprint {stored}, "
+                f"this salt's is {fingerprint}): set {ENV_PREFIX}PATIENT_KEY_SALT to the salt it was keyed with, or "
+                "restore the workspace's salt file patient_key_salt.secret (formerly .patient_key_salt) from a backup"
+            )
+
+    def bound_salt_fingerprint(self) -> str | None:
+        """The fingerprint of the patient-key salt the catalog is keyed with; None before the first bind."""
+        with Session(self.engine) as session:
+            return session.scalar(select(CatalogSettingRow.value).where(CatalogSettingRow.key == SALT_FINGERPRINT_KEY))
 
     def _upsert(
         self, session: Session, table: Table, rows: list[dict[str, Any]], keys: list[str], keep: tuple[str, ...] = ()
