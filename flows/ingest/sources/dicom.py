@@ -15,6 +15,24 @@ silently and only counted, because export folders are full of them and quarantin
 the real failures. A DICOMDIR (an index, no pixels) is skipped too. A file given directly as `root`
 is always read. Symbolic links to folders are not followed, so a link loop cannot hang the walk.
 
+Limits, checked from the header before pydicom decodes a pixel (every one quarantines the whole file, one
+ledger row, so a crafted header cannot flood the ledger):
+- a frame above `MAX_IMAGE_PIXELS` (Rows × Columns), or native pixel data above `MAX_DICOM_TOTAL_PIXELS`
+  (Rows × Columns × frames, held whole in memory), is `decompression_bomb`, the reason other formats give;
+  so is a deflated dataset that inflates past `MAX_FILE_BYTES` (pydicom inflates it whole while reading).
+- the frames are counted in the pixel data itself (`dicom_pixels.frames_in_pixel_data`); when that count
+  and NumberOfFrames disagree the file is quarantined as `frame_count_mismatch` rather than decoded at the
+  smaller count: a header that lies about its frames may lie about their size too, and a frame decoded
+  with the wrong geometry is a picture of nothing that would pass every later check.
+- one file contributes at most `MAX_FRAMES_PER_FILE` frames: `frames="all"` or `"stride"` asking for more
+  is cut to that many, spread evenly over the frames asked for (the first and the last kept), not
+  quarantined: a long cine loop is legitimate, and its frames keep their `#frame=k` refs, so every item
+  is still one ledger row and a rerun selects the same frames.
+
+Allow-listed header values are kept only when they are defined terms of their tag (Modality, the
+BodyPartExamined code strings of PS3.16 Annex L, PhotometricInterpretation, a known transfer syntax);
+any other value, free text typed into a coded tag above all, is stored as None, never copied.
+
 File names, tag values and pydicom's own messages (which quote tag values) never reach a log: only
 counts and exception type names are logged, and pydicom's loggers and warnings are silenced while a
 file is read or decoded.
@@ -26,6 +44,7 @@ import logging
 import os
 import re
 import warnings
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -35,17 +54,26 @@ from typing import Any
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
+from pydicom.filereader import _read_file_meta_info, read_preamble
 from pydicom.pixels import get_decoder
 from pydicom.uid import (
+    UID,
+    DeflatedExplicitVRLittleEndian,
     ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
     MediaStorageDirectoryStorage,
 )
 
-from flows.ingest.decode import check_degenerate
+from flows.ingest.decode import MAX_FILE_BYTES, check_degenerate
 from flows.ingest.sources.base import SourceAdapter, SourceItem
-from flows.ingest.sources.dicom_pixels import RejectedError, decode_frame
+from flows.ingest.sources.dicom_pixels import (
+    MAX_DICOM_TOTAL_PIXELS,
+    RejectedError,
+    decode_frame,
+    frames_in_pixel_data,
+    pixel_budget,
+)
 from schemas.vocabulary import dicom_body_part_organs, registered_organs
 
 log = logging.getLogger(__name__)
@@ -57,6 +85,20 @@ REGION_SPATIAL_FORMAT_2D = 1  # (0018,6012): 1 = 2D (B-mode); M-mode, Doppler sp
 PHYSICAL_UNITS_CM = 3  # (0018,6024/6026): 3 = cm
 MM_PER_CM = 10.0
 DEFER_BYTES = "1 MB"  # pixel data is read only once a file has passed its header checks
+# A cine loop is many near-identical frames: past a few dozen, more frames of one file add ledger rows and
+# reader work, not information; a header claiming thousands must not turn into thousands of items.
+MAX_FRAMES_PER_FILE = 64
+INFLATE_STEP = 1 << 20  # bytes read, and at most inflated, per step when sizing a deflated dataset
+MAX_INFLATED_BYTES = MAX_FILE_BYTES  # a deflated dataset may inflate to no more than any source's largest file
+
+__all__ = [
+    "MAX_DICOM_TOTAL_PIXELS",
+    "MAX_FRAMES_PER_FILE",
+    "MAX_INFLATED_BYTES",
+    "REASONS",
+    "SOURCE",
+    "iter_dicom_items",
+]
 
 # (implicit VR, little endian) as found by a forced read → the transfer syntax it implies
 _ENCODING_SYNTAXES: dict[tuple[bool | None, bool | None], str] = {
@@ -75,14 +117,67 @@ REASONS: tuple[str, ...] = (
     "unsupported_transfer_syntax",
     "dicom_decode_failed",
     "unsupported_photometric_interpretation",
+    "decompression_bomb",  # a frame, the native pixel data or the inflated dataset is too large
+    "frame_count_mismatch",  # NumberOfFrames and the frames in the pixel data disagree
     "image_too_small",  # from flows.ingest.decode.check_degenerate
     "near_constant_image",  # idem: blank cine frames are common
 )
 
-# Allow-listed values are checked against their DICOM value representation, so free text that a site
-# typed into the wrong tag (a name in BodyPartExamined) is dropped instead of carried.
-_CODE_STRING = re.compile(r"[A-Z0-9 _]{1,16}")  # CS
+# Allow-listed values are checked against their DICOM value representation and then against the tag's
+# defined terms, so free text that a site typed into a coded tag (a name in BodyPartExamined, markup in
+# Modality) is dropped instead of carried: a value shaped like a code string may still be a name.
+_CODE_STRING = re.compile(r"[A-Z0-9 _]{1,16}")  # CS: upper case, digits, space, underscore; 16 at most
 _UID = re.compile(r"[0-9.]{1,64}")  # UI
+
+
+def _words(text: str) -> frozenset[str]:
+    return frozenset(text.split())
+
+
+# Modality (0008,0060): the defined terms of PS3.3 C.7.3.1.1.1, current and retired (old files carry both).
+MODALITY_TERMS = _words(
+    """ANN AR ASMT AU BDUS BI BMD CFM CT CTPROTOCOL DG DMS DOC DX ECG EEG EMG EOG EPS ES FID GM HC HD IO IOL
+    IVOCT IVUS KER KO LEN LS M3D MG MR NM OAM OCT OP OPM OPT OPTBSV OPTENF OPV OSS OT PA PLAN POS PR PT PX
+    REG RESP RF RG RTDOSE RTIMAGE RTINTENT RTPLAN RTRAD RTRECORD RTSEGANN RTSTRUCT RWV SEG SM SMR SR SRF
+    STAIN TEXTUREMAP TG US VA XA XAPROTOCOL XC
+    AS CD CF CP CS DD DF DM DS EC FA FS LP MA MS OPR ST VF"""
+)
+# BodyPartExamined (0018,0015): code strings of PS3.16 Annex L (CID 4031 and the other anatomic region
+# contexts); the vocabularies' own codes (`dicom_body_parts`) are added where the set is used.
+BODY_PART_TERMS = _words(
+    """ABDOMEN ABDOMENPELVIS ACJOINT ADRENAL AMNIOTICFLUID ANKLE ANTECUBITALV AORTA AORTICARCH APPENDIX ARM
+    ARTERY AXILLA AXILLARYA AXILLARYV BACK BASILARA BILEDUCT BLADDER BONE BRACHIALA BRACHIALV BRAIN BREAST
+    BRONCHUS BUTTOCK CALCANEUS CALF CAROTID CCA CEREBELLUM CEREBRALA CERVIX CHEEK CHEST CHESTABDOMEN
+    CHESTABDPELVIS CIRCLEOFWILLIS CLAVICLE COCCYX COLON COMMONBILEDUCT CORNEA CORONARYARTERY CSPINE
+    CTSPINE DUODENUM EAR ECA ELBOW ESOPHAGUS EXTREMITY EYE EYELID FACE FEMORALA FEMORALV FEMUR FINGER FOOT
+    FOREARM GALLBLADDER HAND HEAD HEADNECK HEART HIP HUMERUS IAC ICA ILEUM ILIUM INGUINALREGION JAW
+    JEJUNUM JUGULARV KIDNEY KNEE LARYNX LEG LIVER LOWERLIMB LSPINE LSSPINE LUNG LYMPHNODE MAXILLA
+    MEDIASTINUM MOUTH MUSCLE NECK NECKCHEST NECKCHESTABDOMEN NECKCHESTABDPELV NIPPLE NOSE ORBIT OVARY
+    PANCREAS PAROTID PATELLA PELVIS PENIS PERINEUM PHARYNX PLACENTA PLEURA POPLITEALFOSSA PORTALV PROSTATE
+    RADIUS RECTUM RENALA RENALV RIB SACRUM SALIVARYGLAND SCALP SCAPULA SCROTUM SELLA SHOULDER SKULL
+    SOFTTISSUE SPINE SPLEEN SSPINE STERNUM STOMACH SUBCLAVIANA SUBCLAVIANV SUBMANDIBULAR TESTIS THIGH
+    THORAX THUMB THYMUS THYROID TIBIA TLSPINE TMJ TOE TONGUE TRACHEA TSPINE ULNA UPPERLIMB URETER URETHRA
+    UTERUS VAGINA VEIN VERTEBRALA VULVA WHOLEBODY WRIST ZYGOMA"""
+)
+# PhotometricInterpretation (0028,0004): the enumerated values of PS3.3 C.7.6.3.1.2, retired ones included.
+PHOTOMETRIC_TERMS = frozenset(
+    {
+        "MONOCHROME1",
+        "MONOCHROME2",
+        "PALETTE COLOR",
+        "RGB",
+        "YBR_FULL",
+        "YBR_FULL_422",
+        "YBR_PARTIAL_422",
+        "YBR_PARTIAL_420",
+        "YBR_ICT",
+        "YBR_RCT",
+        "XYB",
+        "HSV",
+        "ARGB",
+        "CMYK",
+    }
+)
 
 # pydicom logs and warns with tag values ("Invalid value for VR PN: 'SMITH^JOHN'"): drop them while we read.
 _SILENCED: ContextVar[bool] = ContextVar("lookcloser_dicom_silenced", default=False)
@@ -239,7 +334,10 @@ def _read_dataset(path: Path, named_dicom: bool) -> Dataset | None:
         # Without the preamble only a file named like DICOM is forced: old exports omit it, but a forced
         # read "parses" any bytes, so the result must look like a dataset (checked below); so must a file
         # whose preamble is followed by garbage.
+        _check_inflated_size(path, force=not has_preamble)
         dataset = dcmread(path, force=not has_preamble, defer_size=DEFER_BYTES)
+    except RejectedError:
+        raise
     except Exception as err:
         log.debug("dicom unparseable: %s", type(err).__name__)
         raise RejectedError("not_dicom") from None
@@ -248,6 +346,31 @@ def _read_dataset(path: Path, named_dicom: bool) -> Dataset | None:
     if dataset.file_meta.get("MediaStorageSOPClassUID") == MediaStorageDirectoryStorage:
         return None  # DICOMDIR: an index of the other files
     return dataset
+
+
+def _check_inflated_size(path: Path, *, force: bool) -> None:
+    """RejectedError("decompression_bomb") for a deflated dataset that inflates past MAX_INFLATED_BYTES.
+
+    pydicom inflates a deflated dataset whole while reading it, before any header value can be checked,
+    so its size is measured first, a step at a time, without keeping what is inflated. A file this cannot
+    read is left to dcmread (which quarantines it as not_dicom)."""
+    try:
+        with path.open("rb") as fh:
+            read_preamble(fh, force)
+            if _read_file_meta_info(fh).get("TransferSyntaxUID") != DeflatedExplicitVRLittleEndian:
+                return
+            inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+            inflated = 0
+            while not inflater.eof and (pending := fh.read(INFLATE_STEP)):
+                while pending and not inflater.eof:
+                    inflated += len(inflater.decompress(pending, INFLATE_STEP))
+                    if inflated > MAX_INFLATED_BYTES:
+                        raise RejectedError("decompression_bomb")
+                    pending = inflater.unconsumed_tail
+    except RejectedError:
+        raise
+    except Exception as err:
+        log.debug("dicom file meta unreadable: %s", type(err).__name__)
 
 
 def _read_header(dataset: Dataset, options: _Options) -> _Header:
@@ -273,13 +396,18 @@ def _read_header(dataset: Dataset, options: _Options) -> _Header:
     number_of_frames = int(dataset.get("NumberOfFrames") or 1)
     if number_of_frames < 1:
         raise RejectedError("dicom_decode_failed")
+    pixel_budget(dataset, transfer_syntax, number_of_frames)  # from the header: nothing decoded yet
+    if frames_in_pixel_data(dataset, transfer_syntax, number_of_frames) != number_of_frames:
+        raise RejectedError("frame_count_mismatch")
     patient_id = str(dataset.get("PatientID") or "").strip() or None
     metadata = {
-        "modality": _code_string(dataset.get("Modality")),
-        "body_part_examined": _code_string(dataset.get("BodyPartExamined")),
+        "modality": _defined_term(dataset.get("Modality"), MODALITY_TERMS),
+        "body_part_examined": _defined_term(
+            dataset.get("BodyPartExamined"), BODY_PART_TERMS | dicom_body_part_organs().keys()
+        ),
         "number_of_frames": number_of_frames,
-        "photometric_interpretation": _code_string(dataset.get("PhotometricInterpretation")),
-        "transfer_syntax_uid": transfer_syntax if _UID.fullmatch(transfer_syntax) else None,
+        "photometric_interpretation": _defined_term(dataset.get("PhotometricInterpretation"), PHOTOMETRIC_TERMS),
+        "transfer_syntax_uid": transfer_syntax if _known_transfer_syntax(transfer_syntax) else None,
         "pixel_spacing_mm": _pixel_spacing_mm(dataset, region),
     }
     return _Header(
@@ -300,6 +428,16 @@ def _code_string(value: Any) -> str | None:
     return text if _CODE_STRING.fullmatch(text) else None
 
 
+def _defined_term(value: Any, terms: frozenset[str] | set[str]) -> str | None:
+    """A CS value that is one of its tag's defined terms, or None: anything else is dropped, never copied."""
+    code = _code_string(value)
+    return code if code in terms else None
+
+
+def _known_transfer_syntax(uid: str) -> bool:
+    return bool(_UID.fullmatch(uid)) and UID(uid).is_transfer_syntax
+
+
 def _transfer_syntax(dataset: Dataset) -> str:
     """The file's transfer syntax; a file without file meta is read in the encoding it was found in."""
     uid = dataset.file_meta.get("TransferSyntaxUID")
@@ -314,12 +452,22 @@ def _transfer_syntax(dataset: Dataset) -> str:
 
 def _frame_indices(number_of_frames: int, frames: str, stride: int) -> list[int]:
     if frames == "all":
-        return list(range(number_of_frames))
+        return _spread(list(range(number_of_frames)))
     if frames == "stride":
-        return list(range(0, number_of_frames, stride))
+        return _spread(list(range(0, number_of_frames, stride)))
     if frames == "first":
         return [0]
     return [number_of_frames // 2]
+
+
+def _spread(indices: list[int], cap: int = MAX_FRAMES_PER_FILE) -> list[int]:
+    """At most `cap` of `indices`, evenly spread, first and last kept (distinct: the step is above 1)."""
+    if len(indices) <= cap:
+        return indices
+    if cap == 1:
+        return [indices[len(indices) // 2]]
+    last = len(indices) - 1
+    return [indices[k * last // (cap - 1)] for k in range(cap)]
 
 
 def _ultrasound_region(dataset: Dataset, width: int, height: int) -> tuple[list[int] | None, Dataset | None]:
