@@ -113,3 +113,17 @@ def test_a_truncated_dicom_is_quarantined(tmp_path, catalog):
     (tmp_path / "cut.dcm").write_bytes(data[: len(data) // 2])
     summary = _ingest(iter_dicom_items(tmp_path, organ="breast"), catalog, tmp_path)
     assert summary.seen == 2 and summary.out == 1 and sum(summary.quarantined.values()) == 1
+
+
+def test_a_dicom_far_past_the_pixel_cap_is_quarantined_beside_good_ones(tmp_path, catalog):
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    from tests.dicom_factory import ultrasound_dataset, write
+
+    bomb = ultrasound_dataset(np.zeros((8192, 8192), dtype=np.uint8))  # 67 MP in a file of a few hundred KB
+    bomb.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    write(bomb, tmp_path / "src" / "bomb.dcm")
+    del bomb
+    write_dicom_without_region(_speckle(8, (160, 120)), tmp_path / "src" / "good.dcm")
+    summary = _ingest(iter_dicom_items(tmp_path / "src", organ="breast"), catalog, tmp_path)
+    assert (summary.seen, summary.out, summary.quarantined) == (2, 1, {"decompression_bomb": 1})
