@@ -127,3 +127,40 @@ def test_a_dicom_far_past_the_pixel_cap_is_quarantined_beside_good_ones(tmp_path
     write_dicom_without_region(_speckle(8, (160, 120)), tmp_path / "src" / "good.dcm")
     summary = _ingest(iter_dicom_items(tmp_path / "src", organ="breast"), catalog, tmp_path)
     assert (summary.seen, summary.out, summary.quarantined) == (2, 1, {"decompression_bomb": 1})
+
+
+@pytest.mark.integration
+def test_the_ingest_flow_completes_on_every_hostile_source(tmp_path, monkeypatch, prefect_api):
+    """The stage as a deployment or the CLI runs it: each hostile source completes (exit 0), every entry counted."""
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    from flows.stages.ingest import IngestParams, ingest_flow
+    from tests.dicom_factory import ultrasound_dataset, write
+
+    monkeypatch.setenv("LOOKCLOSER_WORKSPACE", str(tmp_path / "ws"))
+    monkeypatch.setenv("LOOKCLOSER_PATIENT_KEY_SALT", "hostile flow salt, 16+ bytes")
+    folder, dicom, outside = tmp_path / "folder", tmp_path / "dicom", tmp_path / "outside"
+    for path in (folder, dicom, outside):
+        path.mkdir()
+    _speckle(1).save(folder / "good.png")
+    _speckle(4).save(outside / "secret.png")
+    (folder / "link.png").symlink_to(outside / "secret.png")
+    (folder / "odd.jpe").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    (folder / "notes.txt").write_text("x")
+    (folder / "m.jsonl").write_text(
+        "".join(json.dumps({"path": p, "organ": "breast"}) + "\n" for p in ("good.png", "../outside/secret.png"))
+    )
+    bomb = ultrasound_dataset(np.zeros((8192, 8192), dtype=np.uint8))
+    bomb.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    write(bomb, dicom / "bomb.dcm")
+    del bomb
+    write_dicom_without_region(_speckle(5), dicom / "good.dcm")
+
+    runs = [
+        (IngestParams(kind="folder", path=str(folder), organ="breast", adapter_options={"layout": "plain"}), 5, 1),
+        (IngestParams(kind="manifest", path=str(folder / "m.jsonl"), organ="breast"), 2, 0),  # good.png: known
+        (IngestParams(kind="dicom", path=str(dicom), organ="breast"), 2, 1),
+    ]
+    for params, placed, new in runs:
+        summary = ingest_flow(params)
+        assert (summary.seen, summary.out) == (placed, new), summary.quarantined
