@@ -48,7 +48,7 @@ def catalog(catalog_url):
 
 
 def test_fresh_catalog_is_at_head_and_models_match_migrations(catalog):
-    assert catalog.revision() == catalog.head_revision() == "0008"
+    assert catalog.revision() == catalog.head_revision() == "0009"
     with catalog.engine.connect() as conn:
         assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
 
@@ -127,7 +127,7 @@ def test_existing_catalog_upgrades_in_place(catalog_url):
         )
     old.close()
     upgraded = Catalog(catalog_url)  # opening upgrades to head
-    assert upgraded.revision() == "0008"
+    assert upgraded.revision() == "0009"
     assert upgraded.image_refs("b" * 64) == [("phantom", "x")]  # 0003 back-fills the source refs
     assert upgraded.get_image("b" * 64).organ == "liver"
     assert upgraded.get_image("b" * 64).deidentification is None  # ingested before 0008 recorded it

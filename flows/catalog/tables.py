@@ -86,6 +86,29 @@ class ReaderAnnotationRow(Base):
     ls_annotation_id: Mapped[int | None] = mapped_column(Integer)
 
 
+class WithdrawnReadingRow(Base):
+    """A reading its reader withdrew (annotation deleted or emptied, task deleted): out of the readings, kept here."""
+
+    __tablename__ = "withdrawn_readings"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    image_id: Mapped[str] = mapped_column(String(ID_LENGTH), index=True)
+    organ: Mapped[str] = mapped_column(String(16))
+    reader: Mapped[str] = mapped_column(String(64))
+    adjudication: Mapped[bool] = mapped_column(Boolean)
+    lesion_index: Mapped[int] = mapped_column(Integer)
+    box: Mapped[list[Any] | None] = mapped_column(JSON)
+    attributes: Mapped[dict[str, Any]] = mapped_column(JSON)
+    image_width: Mapped[int] = mapped_column(Integer)
+    image_height: Mapped[int] = mapped_column(Integer)
+    lead_time: Mapped[float | None] = mapped_column(Float)
+    ls_project_id: Mapped[int | None] = mapped_column(Integer)
+    ls_task_id: Mapped[int | None] = mapped_column(Integer)
+    ls_annotation_id: Mapped[int | None] = mapped_column(Integer)
+    reason: Mapped[str] = mapped_column(String(32))  # annotation_deleted, annotation_emptied, task_deleted...
+    withdrawn_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
 class ConsensusRow(Base):
     __tablename__ = "consensus"
 

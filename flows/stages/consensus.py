@@ -3,7 +3,9 @@
 The rules live in `annotation.consensus`; this module feeds them from the catalog and writes the
 decisions back. Each image's inputs (readings, metadata confidence, policy) are hashed: an image
 whose inputs did not change since its last decision is skipped, a changed one is decided again,
-and every decision is appended to the audit trail (rule, inputs hash, time).
+and every decision is appended to the audit trail (rule, inputs hash, time). A reading withdrawn at
+the pull (deleted or emptied in Label Studio) is no longer an input: the hash changes and the image is
+decided again, even when no input is left (then every attribute is quarantined `no_readings`).
 """
 
 from __future__ import annotations
@@ -73,8 +75,8 @@ def decide_organ(catalog: Catalog, organ: str, policy: ConsensusPolicy) -> Conse
     for image in list(catalog.iter_images(organ=organ)):  # listed first: no cursor open across the commits
         readings = [r for per_reader in readings_by_image.get(image.image_id, {}).values() for r in per_reader]
         sources = [s for s in catalog.source_annotations(image.image_id) if s.confidence]
-        if not readings and not sources:
-            continue  # not read yet: nothing to decide
+        if not readings and not sources and not any(f"{image.image_id}:{a}" in settled for a in attributes):
+            continue  # not read yet: nothing to decide (once decided, it is decided again when its readings go)
         digest = inputs_hash(readings, sources, policy)
         if all(settled.get(f"{image.image_id}:{a}") == digest for a in attributes):
             summary.count_skipped(len(attributes))

@@ -5,6 +5,11 @@ project, annotation id and update time: an unchanged annotation is skipped on th
 edited one is pulled again and replaces the reader's earlier lesions. Unusable annotations are
 quarantined by reason. Tasks on which the two readers disagree go, once, to the organ's
 adjudication project with both readings shown as predictions.
+
+A reading the catalog holds from an annotation the export no longer has (deleted, emptied, or its
+task deleted) is withdrawn: it leaves the active readings (consensus decides that image again) and
+is kept in the catalog's audit trail. The ledger counts it out, keyed by the emptied annotation's
+version or `project:annotation id:<reason>`, so a second pull finds nothing more to withdraw.
 """
 
 from __future__ import annotations
@@ -19,9 +24,10 @@ from annotation.client import LabelStudioClient
 from annotation.consensus import readers_disagree
 from annotation.label_config import label_config, result_from_reading
 from annotation.projects import READER_ROLES, ReaderAssignment, image_task, project_title
-from annotation.readings import readings_from_export
+from annotation.readings import export_state, readings_from_export
 from flows.catalog import Catalog, StageCounter, open_catalog
 from flows.catalog.locks import stage_lock
+from flows.catalog.readings import Withdrawal
 from flows.runtime.retries import SERVICE_RETRIES
 from flows.runtime.settings import load_settings
 from flows.stages.params import PullParams
@@ -33,15 +39,25 @@ log = logging.getLogger(__name__)
 
 @dataclass(kw_only=True)
 class PullSummary(StageCounter):
-    """Exported annotations: out = pulled, skipped = unchanged since the last pull; and disputes routed."""
+    """Exported annotations: out = pulled + withdrawn, skipped = unchanged since the last pull; disputes routed.
+
+    A withdrawn reading (its annotation deleted or emptied, its task deleted) is counted out: it settles as a
+    withdrawal, never as a quarantine.
+    """
 
     stage: str = "pull"
     organ: str
     disputed: int = 0
+    withdrawn: int = 0
 
     @property
     def pulled(self) -> int:
-        return self.out
+        return self.out - self.withdrawn
+
+    def count_withdrawn(self, item_key: str, *, record_key: str) -> None:
+        """A reading the export no longer has left the active readings (`record_key`: its image)."""
+        self.count_out(item_key, record_key=record_key)
+        self.withdrawn += 1
 
 
 def pull_reader_projects(
@@ -54,17 +70,31 @@ def pull_reader_projects(
     for role in (*READER_ROLES, "adjudication"):
         project_id = client.ensure_project(project_title(organ, role), label_config(organ))
         tasks = client.export_tasks(project_id)
+        held = catalog.held_readings(project_id)  # annotation id → the active reading pulled from it
         readings: list[ReaderAnnotation] = []
+        withdrawals: list[Withdrawal] = []
         pseudonym = lambda uid: assignment.pseudonym(emails.get(uid, ""))  # noqa: E731
         for pulled in readings_from_export(project_id, organ, tasks, pseudonym, adjudication=role == "adjudication"):
             if pulled.item_key in settled:
                 summary.count_skipped()
+            elif pulled.emptied and pulled.annotation_id in held:  # the reader emptied an annotation we hold
+                withdrawals.append(Withdrawal(project_id, pulled.annotation_id, "annotation_emptied"))
+                summary.count_withdrawn(pulled.item_key, record_key=held[pulled.annotation_id].image_id)
             elif pulled.reason:
                 summary.count_quarantined(pulled.reason, pulled.item_key)
             else:
                 summary.count_out(pulled.item_key, record_key=pulled.readings[0].image_id)
                 readings.extend(pulled.readings)
-        catalog.save_pulled(readings, summary.take_ledger())
+        state = export_state(tasks)
+        repulled = {(r.image_id, r.reader) for r in readings}  # another annotation of the reader replaces it
+        withdrawn_now = {w.ls_annotation_id for w in withdrawals}
+        for annotation_id, reading in sorted(held.items()):
+            reason = state.withdrawal_reason(reading.ls_task_id, annotation_id)
+            if reason is None or annotation_id in withdrawn_now or (reading.image_id, reading.reader) in repulled:
+                continue
+            withdrawals.append(Withdrawal(project_id, annotation_id, reason))
+            summary.count_withdrawn(f"{project_id}:{annotation_id}:{reason}", record_key=reading.image_id)
+        catalog.save_pulled(readings, summary.take_ledger(), withdrawals)
     return summary.check()
 
 
