@@ -9,7 +9,16 @@ from sqlalchemy import create_engine, select
 from flows.catalog.tables import Base
 
 # Surrogate keys and timestamps: two runs that catalogue the same things still differ in these
-VOLATILE_COLUMNS = {"id", "created_at", "updated_at", "decided_at", "checked_at", "sampled_at", "reviewed_at"}
+VOLATILE_COLUMNS = {
+    "id",
+    "created_at",
+    "updated_at",
+    "decided_at",
+    "checked_at",
+    "sampled_at",
+    "reviewed_at",
+    "withdrawn_at",
+}
 
 
 def catalog_content(url: str) -> dict[str, list[str]]:

@@ -85,8 +85,9 @@ def pull(organ: Annotated[str | None, typer.Option(help="only this organ")] = No
 
     for summary in common.run_stage(lambda: pull_flow(common.params(PullParams, organ=organ))):
         common.console.print(
-            f"pull {summary.organ}: {summary.pulled} new readings, {summary.skipped} unchanged, "
-            f"quarantined {summary.quarantined or 0}, {summary.disputed} sent to adjudication"
+            f"pull {summary.organ}: {summary.pulled} new readings, {summary.withdrawn} withdrawn (deleted or emptied "
+            f"in Label Studio), {summary.skipped} unchanged, quarantined {summary.quarantined or 0}, "
+            f"{summary.disputed} sent to adjudication"
         )
 
 
