@@ -8,6 +8,7 @@ logs or the Prefect artifacts.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import logging
@@ -67,13 +68,19 @@ CASES = {
     "DICOM without pixel data": Case("dicom", "dicom/no_pixels.dcm", "dicom_without_pixel_data"),
     "DICOM multi-frame": Case("dicom", "dicom/cine.dcm#frame=1", None),
     "DICOM with PHI in ten tags": Case("dicom", "dicom/phi.dcm", None),
-    "manifest row, missing file": Case("manifest", "manifest.csv/manifest.csv:1", "image_missing"),
-    "manifest row, box outside image": Case("manifest", "manifest.csv/manifest.csv:2", "invalid_source_annotation"),
-    "manifest row, unknown organ": Case("manifest", "manifest.csv/manifest.csv:3", "unknown_organ"),
-    "manifest row, unknown attribute value": Case(
-        "manifest", "manifest.csv/manifest.csv:4", "attribute_not_in_vocabulary"
+    "symlink loop": Case("folder", "plain/loop", "not_a_regular_file"),  # a folder link: accounted, not followed
+    # manifest rows are named by image path and content ({sha}: the file's hash), a missing file by its row
+    "manifest row, missing file": Case("manifest", "manifest.csv/manifest.csv:row=1", "image_missing"),
+    "manifest row, box outside image": Case(
+        "manifest", "manifest.csv/manifest.csv:manifest_images/m2.png#{sha}", "invalid_source_annotation"
     ),
-    "manifest row, good": Case("manifest", "manifest.csv/manifest.csv:5", None),
+    "manifest row, unknown organ": Case(
+        "manifest", "manifest.csv/manifest.csv:manifest_images/m3.png#{sha}", "unknown_organ"
+    ),
+    "manifest row, unknown attribute value": Case(
+        "manifest", "manifest.csv/manifest.csv:manifest_images/m4.png#{sha}", "attribute_not_in_vocabulary"
+    ),
+    "manifest row, good": Case("manifest", "manifest.csv/manifest.csv:manifest_images/m5.png#{sha}", None),
 }
 
 
@@ -187,16 +194,25 @@ def test_every_run_finishes(ingested):
     assert ingested["codes"] == [0, 0, 0, 0], ingested["text"][-3000:]
 
 
+def _ref(case: Case, root: Path) -> str:
+    """The case's ref, with `{sha}` replaced by the hash of the file it names (manifest rows)."""
+    if "{sha}" not in case.ref:
+        return case.ref
+    relative = case.ref.split(":", 1)[1].split("#", 1)[0]
+    return case.ref.replace("{sha}", hashlib.sha256((root / relative).read_bytes()).hexdigest()[:16])
+
+
 @pytest.mark.parametrize("name", list(CASES))
 def test_input_ends_with_its_reason_or_ingests(ingested, name):
     case = CASES[name]
-    row = ingested["ledger"].get(f"{case.source}:{ref_id(ingested['salt'], case.source, case.ref)}")
+    ref = _ref(case, ingested["root"])
+    row = ingested["ledger"].get(f"{case.source}:{ref_id(ingested['salt'], case.source, ref)}")
     assert row is not None, f"{name}: no ledger entry"
     assert (row.outcome, row.reason) == (("out", None) if case.reason is None else ("quarantined", case.reason))
 
 
 def test_nothing_else_is_in_the_ledger_and_in_equals_out_plus_quarantined(ingested):
-    assert len(ingested["ledger"]) == len(CASES)  # the symlink loop added nothing, nothing was dropped
+    assert len(ingested["ledger"]) == len(CASES)  # one entry per case: nothing dropped, nothing counted twice
     counts = ingested["catalog"].status()["stages"]["ingest"]
     assert counts["in"] == counts["out"] + sum(counts["quarantined"].values()) == len(CASES)
     assert counts["out"] == sum(case.reason is None for case in CASES.values())
