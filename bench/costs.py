@@ -55,7 +55,7 @@ def _peak_mb() -> float:
 
 def _settings(workspace: Path) -> object:
     os.environ["LOOKCLOSER_WORKSPACE"] = str(workspace)
-    os.environ["LOOKCLOSER_PATIENT_KEY_SALT"] = "bench"
+    os.environ["LOOKCLOSER_PATIENT_KEY_SALT"] = "bench salt, 16 bytes or more"
     from flows.runtime.settings import load_settings
 
     return load_settings()

@@ -20,6 +20,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from flows.catalog import open_catalog
+from flows.catalog.base import SaltMismatchError
 from flows.catalog.locks import stage_lock
 from flows.ingest.core import (
     BatchPreparer,
@@ -34,7 +35,7 @@ from flows.ingest.source_registry import resolve_source
 from flows.ingest.sources.base import SourceItem
 from flows.ingest.sources.registry import adapter_arguments, source_adapter
 from flows.reports.deidentification import deidentification_counts, deidentification_markdown
-from flows.runtime.settings import Settings, load_settings, salt_fingerprint
+from flows.runtime.settings import Settings, SettingsError, load_settings, salt_fingerprint
 from flows.runtime.task_runners import ConfiguredTaskRunner, in_order, is_distributed
 from flows.stages.params import IngestParams
 
@@ -69,7 +70,10 @@ def register_source(params: IngestParams, settings: Settings, preparer: BatchPre
     """Read the source and register every item (batched, resumable); `preparer` as in `register_items`."""
     with open_catalog(settings) as catalog:
         # refs and patient keys are salted: a catalog keyed with another salt would silently split patients
-        catalog.bind_salt_fingerprint(salt_fingerprint(settings.salt()))
+        try:
+            catalog.bind_salt_fingerprint(salt_fingerprint(settings.salt()))
+        except SaltMismatchError as err:
+            raise SettingsError(str(err)) from None  # a misconfiguration: one line, exit code 2
         items, total = source_items(params)
         store = ImageStore(settings.resolved_image_store_url)
         return register_items(items, catalog, store, settings.salt(), params.options, total=total, preparer=preparer)
