@@ -105,7 +105,7 @@ def _item(image: Image.Image, ref: str = "a.png") -> SourceItem:
     return SourceItem(source="test", source_ref=ref, organ="breast", image=image)
 
 
-def _ingest(tmp_path, items, policy=BurnedInTextPolicy.mask):
+def _ingest(tmp_path, items, policy=None):
     catalog = Catalog(f"sqlite:///{tmp_path / 'c.sqlite'}")
     try:
         summary = register_items(
@@ -155,12 +155,15 @@ def test_a_frame_without_a_scan_area_is_quarantined(tmp_path):
 def test_phantom_images_do_not_change(tmp_path):
     """The phantom's region path is kept and its scans carry no text the reader finds: same pixels as a crop."""
     items = list(phantom_items(tmp_path / "src", seed=3, count=8))
-    _, masked = _ingest(tmp_path / "a", items)
+    _, masked = _ingest(tmp_path / "a", items, BurnedInTextPolicy.mask)  # the phantom's default is crop_only
     _, cropped = _ingest(
         tmp_path / "b", list(phantom_items(tmp_path / "src", seed=3, count=8)), BurnedInTextPolicy.crop_only
     )
     assert sorted(r.image_id for r in masked) == sorted(r.image_id for r in cropped)
     assert all(r.deidentification.scan_area == "source_region" for r in masked)
+    assert all(r.deidentification.ocr_engine for r in masked) and not any(
+        r.deidentification.ocr_engine for r in cropped
+    )
 
 
 def test_source_reader_names_become_pseudonyms(tmp_path):

@@ -30,6 +30,7 @@ from flows.ingest.deid.redact import BurnedInTextPolicy, deidentify_pixels
 from flows.ingest.identity import image_id, patient_key, phash
 from flows.ingest.image_store import ImageStore
 from flows.ingest.sources.base import SourceItem
+from flows.ingest.sources.registry import KINDS, source_adapter
 from flows.ingest.splits import SplitAssigner
 from schemas.frames import MAX_ASPECT_RATIO
 from schemas.records import ImageRecord, ReaderAnnotation, SourceAnnotation
@@ -55,10 +56,10 @@ class IngestOptions(BaseModel):
     near_duplicate_distance: int = Field(
         default=6, ge=0, le=32, description="pHash Hamming distance at or below which images form one group"
     )
-    burned_in_text: BurnedInTextPolicy = Field(
-        default=BurnedInTextPolicy.mask,
-        description="burned-in text in the scan area: mask it (default), quarantine the image (stricter), "
-        "or crop only, no OCR (looser)",
+    burned_in_text: BurnedInTextPolicy | None = Field(
+        default=None,
+        description="burned-in text in the scan area: mask it, quarantine the image (stricter), or crop only, "
+        "no OCR (looser); default: mask, and crop only for the phantom (its text is outside its region)",
     )
 
 
@@ -220,8 +221,14 @@ class PreparedItem:
     readings: list[ReaderAnnotation] = field(default_factory=list)
 
 
+def default_policy(source: str) -> BurnedInTextPolicy:
+    """`mask` for every source but one this project draws with its text outside the region (the phantom)."""
+    known = source in KINDS and source_adapter(source).text_outside_region_by_construction
+    return BurnedInTextPolicy.crop_only if known else BurnedInTextPolicy.mask
+
+
 def prepare_item(
-    item: SourceItem, salt: bytes, store: ImageStore, policy: BurnedInTextPolicy = BurnedInTextPolicy.mask
+    item: SourceItem, salt: bytes, store: ImageStore, policy: BurnedInTextPolicy | None = None
 ) -> PreparedItem:
     """Decode, check, de-identify, identify and store one item; pure per item (runs on any worker).
 
@@ -231,7 +238,7 @@ def prepare_item(
     """
     item_key = f"{item.source}:{ref_id(salt, item.source, item.source_ref)}"
     try:
-        prepared, image = _prepare_pixels(item, salt, policy, item_key)
+        prepared, image = _prepare_pixels(item, salt, policy or default_policy(item.source), item_key)
     except Exception as err:
         log.warning("ingest: an item failed with %s; quarantined decode_failed", type(err).__name__)
         return PreparedItem(item_key=item_key, reason="decode_failed")
@@ -289,7 +296,7 @@ def _prepare_pixels(
 
 
 def prepare_batch(
-    items: list[SourceItem], salt: bytes, store: ImageStore, policy: BurnedInTextPolicy = BurnedInTextPolicy.mask
+    items: list[SourceItem], salt: bytes, store: ImageStore, policy: BurnedInTextPolicy | None = None
 ) -> list[PreparedItem]:
     return [prepare_item(item, salt, store, policy) for item in items]
 
@@ -334,7 +341,7 @@ class Registrar:
         return outcome
 
 
-def local_preparer(salt: bytes, store: ImageStore, policy: BurnedInTextPolicy) -> BatchPreparer:
+def local_preparer(salt: bytes, store: ImageStore, policy: BurnedInTextPolicy | None) -> BatchPreparer:
     """Prepare each batch in this process."""
     return lambda batches: (prepare_batch(batch, salt, store, policy) for batch in batches)
 

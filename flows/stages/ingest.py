@@ -129,7 +129,9 @@ def settings_fingerprint(settings: Settings) -> str:
 
 
 @task(cache_policy=NO_CACHE, persist_result=False)
-def prepare_batch_task(items: list[SourceItem], fingerprint: str, policy: BurnedInTextPolicy) -> list[PreparedItem]:
+def prepare_batch_task(
+    items: list[SourceItem], fingerprint: str, policy: BurnedInTextPolicy | None
+) -> list[PreparedItem]:
     """The per-item work of one batch, on a worker; salt and store come from the worker's own settings."""
     settings = load_settings()
     if settings_fingerprint(settings) != fingerprint:

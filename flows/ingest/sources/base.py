@@ -55,3 +55,6 @@ class SourceAdapter:
     takes_organ: bool = True  # False: the adapter knows its organ (and refuses an organ argument)
     path: Literal["local", "dataset id", "none"] = "local"  # none: it generates its images (into the workspace)
     preannotation_origins: tuple[str, ...] = ()  # origins of its boxes worth pre-filling a reader's task
+    # True only for images this project draws itself (the phantom): every character it burns in lies
+    # outside the region it hands over, so the default policy skips OCR for it (a site can still ask for it)
+    text_outside_region_by_construction: bool = False

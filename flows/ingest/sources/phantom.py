@@ -343,4 +343,10 @@ def iter_phantom_items(root: Path, *, organ: str | None, seed: int, count: int) 
 
 
 # it generates into the workspace: the ingest stage gives it the folder, `seed` and `count`
-SOURCE = SourceAdapter("phantom", iter_phantom_items, path="none", preannotation_origins=("phantom",))
+SOURCE = SourceAdapter(
+    "phantom",
+    iter_phantom_items,
+    path="none",
+    preannotation_origins=("phantom",),
+    text_outside_region_by_construction=True,  # the header band is outside us_region (phantom_scanner.py)
+)
